@@ -1,0 +1,61 @@
+"""Typed run config: schema, YAML loader with overrides, and the command-line front end."""
+from __future__ import annotations
+
+from lib.config.cli import COMMON_FLAGS, build_arg_parser, cli_values, parse_args
+from lib.config.loader import (
+    ConfigError,
+    diff_from_defaults,
+    dump_yaml,
+    load_config,
+    load_resolved,
+    read_yaml,
+    to_dict,
+    validate_data,
+    write_resolved,
+)
+from lib.config.schema import (
+    LEGACY_KEYS,
+    ROOTS,
+    SCHEMA_VERSION,
+    CheckpointConfig,
+    DataConfig,
+    DistributedConfig,
+    EarlyStoppingConfig,
+    EMAConfig,
+    MAEConfig,
+    MLflowConfig,
+    RunConfig,
+    SlurmConfig,
+    TimeLossConfig,
+    TrainingConfig,
+)
+
+__all__ = [
+    "COMMON_FLAGS",
+    "LEGACY_KEYS",
+    "ROOTS",
+    "SCHEMA_VERSION",
+    "CheckpointConfig",
+    "ConfigError",
+    "DataConfig",
+    "DistributedConfig",
+    "EMAConfig",
+    "EarlyStoppingConfig",
+    "MAEConfig",
+    "MLflowConfig",
+    "RunConfig",
+    "SlurmConfig",
+    "TimeLossConfig",
+    "TrainingConfig",
+    "build_arg_parser",
+    "cli_values",
+    "diff_from_defaults",
+    "dump_yaml",
+    "load_config",
+    "load_resolved",
+    "parse_args",
+    "read_yaml",
+    "to_dict",
+    "validate_data",
+    "write_resolved",
+]
