@@ -1,0 +1,80 @@
+"""Emission-angle regression: `emiAng` (theta, phi) in degrees, or the unit vector `emiVec`.
+
+With use_vector the head predicts a 3-vector trained with a cosine loss against emiVec;
+predictions are still returned as (theta, phi) degrees so metrics are the same either way.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lib.tasks.base import Batch, RegressionTask, register_task
+from lib.tasks.config import TaskConfig
+from lib.tasks.metrics import opening_angles_deg, quantile_68, unit_vectors_to_angles, wrap_degrees
+
+_VECTOR_DIM = 3
+
+
+@register_task
+class AngleTask(RegressionTask):
+    """Predicts (theta, phi); metrics wrap the phi residual and add the opening-angle 68 % quantile."""
+
+    name = "angle"
+    truth_keys = ("emiAng",)
+    output_names = ("theta", "phi")
+    units = ("deg", "deg")
+    supports_vector = True
+
+    def __init__(self, cfg: TaskConfig):
+        super().__init__(cfg)
+        if cfg.use_vector:
+            self.truth_keys = ("emiAng", "emiVec")
+
+    @classmethod
+    def check_config(cls, cfg: TaskConfig) -> None:
+        super().check_config(cfg)
+        if cfg.use_vector and "loss" in cfg.model_fields_set:
+            raise ValueError(
+                f"tasks.angle: use_vector trains with the cosine loss, so loss={cfg.loss!r} would be ignored; "
+                "remove 'loss' or set use_vector: false"
+            )
+
+    @classmethod
+    def needs_fit(cls, cfg: TaskConfig) -> bool:
+        if cfg.use_vector:  # the vector is not standardized
+            return cfg.reweight_bins is not None
+        return super().needs_fit(cfg)
+
+    @property
+    def head_dim(self) -> int:
+        return _VECTOR_DIM if self.cfg.use_vector else super().head_dim
+
+    def _per_sample_loss(self, head_out: Tensor, safe_target: Tensor, batch: Batch, valid: Tensor) -> Tensor:
+        if not self.cfg.use_vector:
+            return super()._per_sample_loss(head_out, safe_target, batch, valid)
+        fallback = torch.tensor([0.0, 0.0, 1.0], device=head_out.device)
+        truth_vector = torch.where(valid[:, None], batch["emiVec"].float(), fallback)
+        return 1.0 - F.cosine_similarity(head_out, truth_vector, dim=1)
+
+    def predict(self, head_out: Tensor) -> Tensor:
+        if not self.cfg.use_vector:
+            return super().predict(head_out)
+        self._check_head(head_out)
+        theta, phi = unit_vectors_to_angles(head_out.double())
+        return torch.stack([theta, phi], 1)
+
+    def residuals(self, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+        """pred - truth with the phi residual wrapped into [-180, 180)."""
+        residuals = pred - truth
+        residuals[:, 1] = wrap_degrees(residuals[:, 1])
+        return residuals
+
+    def metrics(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        """theta/phi bias/RMS/w68 (deg) plus `opening_68_deg`: 68.27th percentile of the opening angle."""
+        out = super().metrics(pred, truth)
+        out["opening_68_deg"] = quantile_68(
+            opening_angles_deg(np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64))
+        )
+        return out

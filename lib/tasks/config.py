@@ -1,0 +1,97 @@
+"""Typed config of the regression tasks: `TaskConfig` per task and the `tasks:` selection.
+
+The regressor schema uses `tasks: TasksConfig`, which accepts either a list of task
+names (`[energy, position]`, every task with default settings) or a mapping
+name -> TaskConfig fields (`{energy: {loss: l1}, position: null}`).
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
+
+LossName = Literal["smooth_l1", "l1", "mse", "gaussian_nll"]
+
+
+class TaskConfig(BaseModel):
+    """Settings of one regression task (its loss, weight, target scaling and head size)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    loss: LossName = "smooth_l1"
+    beta: float = Field(1.0, ge=0.0, description="smooth_l1 transition point (standardized units)")
+    weight: float = Field(1.0, ge=0.0, description="manual weight of this task in the total loss")
+    reweight_bins: int | None = Field(
+        None, ge=2, description="reweight samples by an inverse histogram of the target with this many bins"
+    )
+    target_mean: list[float] | None = Field(None, description="None: computed once from the training data")
+    target_scale: list[float] | None = Field(None, description="None: computed once from the training data")
+    use_vector: bool = Field(False, description="angle only: predict the unit vector emiVec with a cosine loss")
+    head_hidden: int = Field(256, ge=1)
+    head_layers: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _check_scales(self) -> TaskConfig:
+        if self.target_scale is not None and any(not s > 0 for s in self.target_scale):
+            raise ValueError(f"target_scale={self.target_scale}: every entry must be > 0")
+        if (self.target_mean is None) != (self.target_scale is None):
+            raise ValueError(
+                "target_mean and target_scale must be given together (or both left out to fit them "
+                f"from the training data); got target_mean={self.target_mean}, target_scale={self.target_scale}"
+            )
+        return self
+
+
+def _normalize_selection(value: Any) -> dict[str, Any]:
+    """List / single name / mapping -> mapping name -> settings, with names checked."""
+    from lib.tasks.base import TASK_REGISTRY  # lazy: base imports this module
+
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple)):
+        duplicates = sorted({name for name in value if list(value).count(name) > 1})
+        if duplicates:
+            raise ValueError(f"tasks: {duplicates} listed more than once; list each task once")
+        entries: Mapping[Any, Any] = {name: None for name in value}
+    elif isinstance(value, Mapping):
+        entries = value
+    else:
+        raise ValueError(
+            f"tasks: expected a list of task names or a mapping name -> settings, got {type(value).__name__} {value!r}"
+        )
+    if not entries:
+        raise ValueError(f"tasks: the selection is empty; choose at least one of {sorted(TASK_REGISTRY)}")
+    for name in entries:
+        if name not in TASK_REGISTRY:
+            nearest = difflib.get_close_matches(str(name), list(TASK_REGISTRY), n=1)
+            hint = f"; did you mean '{nearest[0]}'?" if nearest else ""
+            raise ValueError(f"tasks: unknown task '{name}'; known tasks are {sorted(TASK_REGISTRY)}{hint}")
+    return {name: {} if settings is None else settings for name, settings in entries.items()}
+
+
+def _check_task_support(parsed: dict[str, TaskConfig]) -> dict[str, TaskConfig]:
+    """Let each task reject settings it does not support (e.g. use_vector outside angle)."""
+    from lib.tasks.base import TASK_REGISTRY
+
+    for name, cfg in parsed.items():
+        TASK_REGISTRY[name].check_config(cfg)
+    return parsed
+
+
+TasksConfig = Annotated[
+    dict[str, TaskConfig], BeforeValidator(_normalize_selection), AfterValidator(_check_task_support)
+]
+"""Schema type of the `tasks:` key: use `tasks: TasksConfig` in the regressor config."""
+
+_TASKS_ADAPTER = TypeAdapter(TasksConfig, config=ConfigDict(title="tasks"))
+
+
+def parse_tasks(value: Any) -> dict[str, TaskConfig]:
+    """Turn a `tasks:` value (list of names or mapping name -> settings) into name -> TaskConfig.
+
+    Raises pydantic.ValidationError (a ValueError) for an empty selection, an unknown task name
+    (naming the known tasks and the nearest match), bad settings or settings a task does not support.
+    """
+    return _TASKS_ADAPTER.validate_python(value)

@@ -1,0 +1,14 @@
+"""Timing regression: the gamma conversion time `timeTruth` (seconds)."""
+from __future__ import annotations
+
+from lib.tasks.base import RegressionTask, register_task
+
+
+@register_task
+class TimingTask(RegressionTask):
+    """Predicts timeTruth in seconds (standardization makes the small scale harmless)."""
+
+    name = "timing"
+    truth_keys = ("timeTruth",)
+    output_names = ("t",)
+    units = ("s",)
