@@ -1,0 +1,205 @@
+"""XECEncoder: per-face backbones -> one token per face -> transformer fusion.
+
+Rectangular faces (inner, US, DS and the outer face, either as the fine 72x45 grid,
+optionally average-pooled, or as separate coarse 24x9 and dense 6x5 grids) go through
+ConvNeXt V2 stages: a 1x1 stem at full sensor resolution, then per stage a strided
+downsampling (stride 2 on each axis longer than 1, so no axis drops below 1 cell).
+The hexagonal top/bottom faces go through HexNeXt stages on the hex graph. Each
+backbone ends in a masked global mean over its visible positions and a projection to
+`encoder_dim`; the face tokens plus learned face embeddings are fused by a pre-norm
+transformer. Masking semantics are described in lib.models.blocks.
+
+The outer fine grid treats both normalized channels as intensive (the value of a
+sensor is copied into each fine cell it covers): dividing a normalized, non-linear
+npho by a cell count has no physical meaning.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lib.geometry import (
+    GRID_SHAPES,
+    HEX_NEIGHBORS,
+    N_SENSORS,
+    flat_to_grid,
+    flat_to_hex,
+    flat_to_outer_fine,
+    mask_to_grid,
+    mask_to_hex,
+)
+from lib.models.blocks import (
+    ConvNeXtV2Block,
+    GridDownsample,
+    HexNeXtBlock,
+    LayerNorm2d,
+    NodeProjection,
+    Stage,
+    drop_path_rates,
+    init_weights,
+)
+from lib.models.config import ModelConfig
+
+INPUT_CHANNELS = 2  # normalized npho, normalized time
+HEX_FACES = ("top", "bottom")
+OUTER_GRIDS = {"fine": ("outer_fine",), "split": ("outer_coarse", "outer_dense")}
+
+
+def grid_token_names(outer_mode: str) -> tuple[str, ...]:
+    """Names (lib.geometry grid names) of the rectangular-face tokens, in token order."""
+    return ("inner", *OUTER_GRIDS[outer_mode], "us", "ds")
+
+
+class TokenHead(nn.Module):
+    """Masked mean over positions (B, P, C) -> LayerNorm -> Linear to the token width."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim)
+        self.proj = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
+        if visible is None:
+            pooled = x.mean(dim=1)
+        else:
+            pooled = (x * visible).sum(dim=1) / visible.sum(dim=1).clamp_min(1.0)
+        return self.proj(self.norm(pooled))
+
+
+class Backbone(nn.Module):
+    """Stem -> mask-aware stages -> TokenHead; subclasses define the stem and the position layout."""
+
+    stem: nn.Module
+    stages: nn.ModuleList
+    head: TokenHead
+
+    def forward(self, x: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
+        x = self.stem(x)
+        if visible is not None:
+            x = x * visible
+        for stage in self.stages:
+            x, visible = stage(x, visible)
+        return self.head(*self.as_positions(x, visible))
+
+    def as_positions(self, x: torch.Tensor, visible: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(features, visible) as (B, P, C), (B, P, 1)."""
+        return x, visible
+
+
+class GridBackbone(Backbone):
+    """ConvNeXt V2 backbone of one rectangular face: (B, 2, H, W), visible (B, 1, H, W) -> (B, encoder_dim)."""
+
+    def __init__(self, grid_shape: tuple[int, int], cfg: ModelConfig):
+        super().__init__()
+        widths = cfg.face_widths
+        self.stem = nn.Sequential(nn.Conv2d(INPUT_CHANNELS, widths[0], kernel_size=1), LayerNorm2d(widths[0]))
+        stages, size = [], grid_shape
+        for index, rates in enumerate(drop_path_rates(cfg.face_depths, cfg.drop_path)):
+            downsample = None
+            if index > 0:
+                stride = tuple(2 if extent > 1 else 1 for extent in size)
+                size = tuple(math.ceil(extent / step) for extent, step in zip(size, stride))
+                downsample = GridDownsample(widths[index - 1], widths[index], stride)
+            stages.append(Stage(downsample, [ConvNeXtV2Block(widths[index], rate) for rate in rates]))
+        self.stages = nn.ModuleList(stages)
+        self.head = TokenHead(widths[-1], cfg.encoder_dim)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
+        return super().forward(x.contiguous(memory_format=torch.channels_last), visible)
+
+    def as_positions(self, x: torch.Tensor, visible: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        flat = x.flatten(2).transpose(1, 2)
+        return flat, None if visible is None else visible.flatten(2).transpose(1, 2)
+
+
+class HexBackbone(Backbone):
+    """HexNeXt backbone of a hexagonal face: (B, 73, 2), visible (B, 73, 1) -> (B, encoder_dim)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        widths = cfg.face_widths
+        self.stem = nn.Sequential(nn.Linear(INPUT_CHANNELS, widths[0]), nn.LayerNorm(widths[0]))
+        stages = []
+        for index, rates in enumerate(drop_path_rates(cfg.hex_depths, cfg.drop_path)):
+            projection = NodeProjection(widths[index - 1], widths[index]) if index > 0 else None
+            stages.append(Stage(projection, [HexNeXtBlock(widths[index], HEX_NEIGHBORS, rate) for rate in rates]))
+        self.stages = nn.ModuleList(stages)
+        self.head = TokenHead(widths[-1], cfg.encoder_dim)
+        init_weights(self)
+
+
+class XECEncoder(nn.Module):
+    """Whole-detector encoder: forward(x (B, 4760, 2), mask (B, 4760) bool or None) -> (B, n_tokens, encoder_dim).
+
+    `mask` marks sensors hidden by the MAE; their input values are ignored.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        grid_names = grid_token_names(cfg.outer_mode)
+        self.token_names: tuple[str, ...] = (*grid_names, *HEX_FACES)
+        self.grid_backbones = nn.ModuleDict({name: GridBackbone(self._input_shape(name), cfg) for name in grid_names})
+        self.hex_backbones = nn.ModuleDict({face: HexBackbone(cfg) for face in HEX_FACES})
+        self.face_embedding = nn.Embedding(self.n_tokens, cfg.encoder_dim)
+        nn.init.trunc_normal_(self.face_embedding.weight, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            cfg.encoder_dim,
+            cfg.fusion_heads,
+            dim_feedforward=4 * cfg.encoder_dim,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.fusion = nn.TransformerEncoder(layer, cfg.fusion_depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.encoder_dim)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_names)
+
+    def _input_shape(self, name: str) -> tuple[int, int]:
+        height, width = GRID_SHAPES[name]
+        if name == "outer_fine" and self.cfg.outer_fine_pool is not None:
+            return height // self.cfg.outer_fine_pool[0], width // self.cfg.outer_fine_pool[1]
+        return height, width
+
+    def _grid_input(self, name: str, x: torch.Tensor, visible: torch.Tensor | None):
+        if name == "outer_fine":
+            grid, grid_visible = flat_to_outer_fine(x, visible, extensive_channels=(), pool=self.cfg.outer_fine_pool)
+        else:
+            grid = flat_to_grid(x, name)
+            grid_visible = None if visible is None else mask_to_grid(visible, name)
+        return grid, None if grid_visible is None else grid_visible.unsqueeze(1).to(grid.dtype)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[1:] != (N_SENSORS, INPUT_CHANNELS):
+            raise ValueError(f"XECEncoder input must be (B, {N_SENSORS}, {INPUT_CHANNELS}), got {tuple(x.shape)}")
+        if mask is not None and (mask.shape != x.shape[:2] or mask.dtype != torch.bool):
+            raise ValueError(
+                f"mask must be a bool tensor of shape {tuple(x.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}"
+            )
+        visible = None if mask is None else ~mask
+        tokens = [backbone(*self._grid_input(name, x, visible)) for name, backbone in self.grid_backbones.items()]
+        for face, backbone in self.hex_backbones.items():
+            hex_visible = None if visible is None else mask_to_hex(visible, face).unsqueeze(-1).to(x.dtype)
+            tokens.append(backbone(flat_to_hex(x, face), hex_visible))
+        tokens = torch.stack(tokens, dim=1) + self.face_embedding.weight
+        return self.norm(self.fusion(tokens))
+
+    def stage_groups(self) -> list[nn.Module]:
+        """Parameter groups from input to output: stems, each backbone stage, token heads + face embeddings,
+        each fusion layer (the last one together with the final norm). Covers every parameter."""
+        backbones = [*self.grid_backbones.values(), *self.hex_backbones.values()]
+        groups: list[nn.Module] = [nn.ModuleList([backbone.stem for backbone in backbones])]
+        n_stages = len(self.cfg.face_widths)
+        groups += [nn.ModuleList([backbone.stages[i] for backbone in backbones]) for i in range(n_stages)]
+        groups.append(nn.ModuleList([*(backbone.head for backbone in backbones), self.face_embedding]))
+        *first_layers, last_layer = self.fusion.layers
+        groups += first_layers
+        groups.append(nn.ModuleList([last_layer, self.norm]))
+        return groups

@@ -1,0 +1,44 @@
+"""Invalid-aware random masking of sensors for MAE pretraining."""
+from __future__ import annotations
+
+import torch
+
+_INVALID_NOISE = 2.0  # above any uniform noise in [0, 1): invalid sensors sort last
+
+
+def random_mask(
+    npho_valid: torch.Tensor,
+    time_valid: torch.Tensor,
+    mask_ratio: float,
+    time_mask_ratio_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick round(mask_ratio * n_valid) of each event's npho-valid sensors to hide; (B, 4760) bool, True = masked.
+
+    Sensors are ranked by uniform noise with invalid ones pushed to the end, so they
+    are never picked. `time_mask_ratio_scale` > 1 divides the noise of time-valid
+    sensors by the scale, biasing the choice towards them; 1 is unbiased. `generator`
+    (on the masks' device) makes the draw reproducible.
+    """
+    if npho_valid.ndim != 2 or npho_valid.shape != time_valid.shape:
+        raise ValueError(
+            f"npho_valid and time_valid must both be (B, n_sensors); got {tuple(npho_valid.shape)} "
+            f"and {tuple(time_valid.shape)}"
+        )
+    if npho_valid.dtype != torch.bool or time_valid.dtype != torch.bool:
+        raise ValueError(f"validity masks must be bool tensors, got {npho_valid.dtype} and {time_valid.dtype}")
+    if not 0.0 <= mask_ratio <= 1.0:
+        raise ValueError(f"mask_ratio = {mask_ratio} must lie in [0, 1] (training.mask_ratio)")
+    if not time_mask_ratio_scale > 0.0:
+        raise ValueError(
+            f"time_mask_ratio_scale = {time_mask_ratio_scale} must be > 0 (training.time.mask_ratio_scale)"
+        )
+    noise = torch.rand(npho_valid.shape, generator=generator, device=npho_valid.device)
+    if time_mask_ratio_scale != 1.0:
+        noise = torch.where(time_valid, noise / time_mask_ratio_scale, noise)
+    noise = noise.masked_fill(~npho_valid, _INVALID_NOISE)
+    n_masked = torch.round(npho_valid.sum(dim=1, dtype=torch.float64) * mask_ratio).long()
+    order = noise.argsort(dim=1)
+    positions = torch.arange(noise.shape[1], device=noise.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)
+    return rank < n_masked.unsqueeze(1)
