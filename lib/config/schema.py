@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lib.models.config import ModelConfig
 from lib.normalization import NormalizationConfig
+from lib.tasks.config import TasksConfig, parse_tasks
 
 SCHEMA_VERSION = 1
 REFERENCE_BATCH_SIZE = 256  # the base lr is quoted for this effective batch size
@@ -301,4 +302,38 @@ class MAEConfig(RunConfig):
     kind: ClassVar[str] = "mae"
 
 
-ROOTS: dict[str, type[RunConfig]] = {MAEConfig.kind: MAEConfig}
+class RegressorModelConfig(ModelConfig):
+    """Encoder architecture plus how the regressor starts from a pretrained MAE encoder."""
+
+    pretrained_encoder: str | None = None
+    """MAE export (encoder_best.pt) or full MAE checkpoint to initialise the encoder from."""
+    allow_normalization_mismatch: bool = False
+    """Load a pretrained encoder even when its normalization differs from this run's."""
+    freeze_encoder: bool = False
+    """Keep every encoder parameter fixed (only the task heads train)."""
+    trainable_layers: int | None = Field(None, ge=0)
+    """Keep only the last N encoder stage groups trainable (None: all)."""
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0)
+    """Layer-wise lr decay: stage group k from the top gets lr * layer_decay**k (1.0: off)."""
+
+
+class RegressorTrainingConfig(TrainingConfig):
+    """Optimisation of the regressor: the shared knobs plus multi-task balancing."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    task_balance: Literal["manual", "learned"] = "manual"
+    """Combine task losses with their manual weights or learn log-variance weights."""
+
+
+class RegressorConfig(RunConfig):
+    """Root config of regressor fine-tuning (`python -m lib.train_regressor`)."""
+
+    kind: ClassVar[str] = "reg"
+
+    model: RegressorModelConfig = RegressorModelConfig()
+    training: RegressorTrainingConfig = RegressorTrainingConfig()
+    tasks: TasksConfig = Field(default_factory=lambda: parse_tasks(["energy"]))
+    """Tasks to fit: a list of names or a mapping name -> settings (see lib/tasks/config.py)."""
+
+
+ROOTS: dict[str, type[RunConfig]] = {MAEConfig.kind: MAEConfig, RegressorConfig.kind: RegressorConfig}

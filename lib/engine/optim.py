@@ -1,0 +1,84 @@
+"""Optimizer (with weight-decay parameter groups) and per-step learning-rate schedulers.
+
+The peak lr (base lr scaled by the effective batch) is `TrainingConfig.effective_lr`."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+
+NO_DECAY_NAME_PARTS = ("embed", "log_var", "logvar", "token")
+"""Parameters whose name contains one of these are never weight-decayed."""
+
+NO_DECAY_MODULES = (
+    nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+    nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+)
+
+
+def split_decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(decay, no_decay) trainable parameters.
+
+    No decay for: biases and every other parameter with ndim <= 1, parameters of norm and
+    embedding modules, and parameters named with "embed", "log_var"/"logvar" or "token".
+    """
+    no_decay_ids = {
+        id(p) for module in model.modules() if isinstance(module, NO_DECAY_MODULES)
+        for p in module.parameters(recurse=False)
+    }
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lowered = name.lower()
+        skip = param.ndim <= 1 or id(param) in no_decay_ids or any(part in lowered for part in NO_DECAY_NAME_PARTS)
+        (no_decay if skip else decay).append(param)
+    return decay, no_decay
+
+
+def build_optimizer(model: nn.Module, training: Any, lr: float) -> torch.optim.Optimizer:
+    """AdamW or SGD over all trainable parameters of `model`, weight decay only where it belongs."""
+    decay, no_decay = split_decay_groups(model)
+    groups = [
+        {"params": decay, "weight_decay": training.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if training.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(training.betas))
+    if training.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=training.momentum)
+    raise ValueError(f"training.optimizer={training.optimizer!r} is not supported; use 'adamw' or 'sgd'")
+
+
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier at optimizer `step` (0-based): linear warmup to 1, then cosine down to `min_ratio`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, training: Any, steps_per_epoch: int) -> LRScheduler:
+    """Per-optimizer-step schedule for `training.scheduler`: cosine (with warmup), onecycle or none."""
+    total_steps = max(1, training.epochs * steps_per_epoch)
+    warmup_steps = min(total_steps, round(training.warmup_epochs * steps_per_epoch))
+    peak_lr = optimizer.param_groups[0]["lr"]
+    if training.scheduler == "cosine":
+        min_ratio = min(1.0, training.min_lr / peak_lr)
+        return LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps, min_ratio))
+    if training.scheduler == "onecycle":
+        div_factor = 25.0
+        final_div = (peak_lr / div_factor) / training.min_lr if training.min_lr > 0 else 1e4
+        return OneCycleLR(
+            optimizer, max_lr=peak_lr, total_steps=total_steps, pct_start=max(warmup_steps, 1) / total_steps,
+            div_factor=div_factor, final_div_factor=final_div, cycle_momentum=False,
+        )
+    if training.scheduler == "none":
+        return LambdaLR(optimizer, lambda step: 1.0)
+    raise ValueError(
+        f"training.scheduler={training.scheduler!r} is not supported; use 'cosine', 'onecycle' or 'none'"
+    )
