@@ -1,0 +1,271 @@
+"""Input files: expand path specs and check every file before anything is loaded.
+
+`expand_inputs` turns a file / directory / glob (or a list of them) into a sorted,
+de-duplicated list of ROOT and npz shards; `inspect_files` opens each one, reads only
+metadata (entries, basket boundaries, branch shapes) and raises `DataError` naming the
+file and what to change when something is wrong.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import struct
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lib.geometry import N_SENSORS
+
+SUFFIXES = (".root", ".npz")
+_GLOB_CHARS = set("*?[")
+
+
+class DataError(ValueError):
+    """Bad input data: missing files, wrong branches or shapes, unreadable files."""
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    """Per-event shape and numpy dtype of one branch (shape () for a scalar)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def values_per_event(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What `inspect_files` learned about one shard.
+
+    `boundaries` are the entry offsets at which a read may start without splitting a
+    compressed basket: the npho branch's basket offsets for ROOT, (0, n_entries) for npz.
+    `branches` holds every fixed-size numeric branch of the file (input and truth),
+    `unreadable` the names of the others (jagged or object branches).
+    """
+
+    path: Path
+    kind: str  # "root" or "npz"
+    n_entries: int
+    boundaries: tuple[int, ...]
+    branches: dict[str, BranchInfo] = field(hash=False)
+    unreadable: tuple[str, ...] = ()
+
+
+def _has_glob(text: str) -> bool:
+    return any(c in _GLOB_CHARS for c in text)
+
+
+def _files_under(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
+
+
+def expand_inputs(
+    spec: str | os.PathLike | Sequence[str | os.PathLike], *, config_key: str = "the input path"
+) -> list[Path]:
+    """Files named by `spec`: a file, a directory (searched recursively), a glob, or a list of those.
+
+    Returns absolute paths, sorted within each item and de-duplicated. Raises `DataError`
+    when an item matches nothing; `config_key` (e.g. "data.train_path") names the setting
+    to fix in the message.
+    """
+    items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    if not items:
+        raise DataError(f"no input files given; set {config_key}")
+    found: list[Path] = []
+    for item in items:
+        text = os.path.expanduser(os.fspath(item))
+        if _has_glob(text):
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            files = [p for m in matches for p in (_files_under(m) if m.is_dir() else [m]) if p.suffix in SUFFIXES]
+            if not files:
+                raise DataError(f"no files match {text!r}; check {config_key}")
+        elif os.path.isdir(text):
+            files = _files_under(Path(text))
+            if not files:
+                raise DataError(f"directory {text!r} contains no {' or '.join(SUFFIXES)} files; check {config_key}")
+        elif os.path.isfile(text):
+            path = Path(text)
+            if path.suffix not in SUFFIXES:
+                raise DataError(
+                    f"file {text!r}: unsupported suffix {path.suffix!r}; "
+                    f"expected {' or '.join(SUFFIXES)} (check {config_key})"
+                )
+            files = [path]
+        else:
+            raise DataError(f"no such file or directory {text!r}; check {config_key}")
+        found.extend(p.resolve() for p in files)
+    return list(dict.fromkeys(found))
+
+
+# ---------------------------------------------------------------- npz
+
+
+@dataclass(frozen=True)
+class NpzMember:
+    """Location of one array inside an npz: `offset` is the byte offset of its data in the
+    zip file when the member is stored uncompressed (np.savez), else None."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int | None
+
+
+def npz_members(path: Path) -> dict[str, NpzMember]:
+    """Array headers of an npz file, read without loading the arrays."""
+    members: dict[str, NpzMember] = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                fmt = np.lib.format
+                read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, fortran, dtype = read_header(member)
+                header_len = member.tell()
+            offset = None
+            if info.compress_type == zipfile.ZIP_STORED:
+                raw.seek(info.header_offset + 26)
+                name_len, extra_len = struct.unpack("<HH", raw.read(4))
+                offset = info.header_offset + 30 + name_len + extra_len + header_len
+            members[info.filename[: -len(".npy")]] = NpzMember(tuple(shape), np.dtype(dtype), fortran, offset)
+    return members
+
+
+def _inspect_npz(path: Path) -> FileInfo:
+    try:
+        members = npz_members(path)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error) as err:
+        raise DataError(f"file {path}: not a readable npz file ({err})") from err
+    size = path.stat().st_size
+    lengths: dict[str, int] = {}
+    branches: dict[str, BranchInfo] = {}
+    for key, m in members.items():
+        if not m.shape:
+            raise DataError(f"file {path}: array {key!r} is a scalar; every array needs one row per event")
+        nbytes = int(np.prod(m.shape, dtype=np.int64)) * m.dtype.itemsize
+        if m.offset is not None and m.offset + nbytes > size:
+            raise DataError(f"file {path}: truncated ({size} bytes, array {key!r} ends at byte {m.offset + nbytes})")
+        lengths[key] = m.shape[0]
+        branches[key] = BranchInfo(m.shape[1:], m.dtype)
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"file {path}: arrays have different numbers of events {lengths}; all need one row per event")
+    n_entries = next(iter(lengths.values()), 0)
+    return FileInfo(path, "npz", n_entries, (0, n_entries), branches)
+
+
+# ---------------------------------------------------------------- ROOT
+
+
+def _root_branch_info(branch) -> BranchInfo | None:
+    """Shape and dtype of a fixed-size numeric branch, None for anything else (jagged, objects)."""
+    import uproot
+
+    interp = branch.interpretation
+    if not isinstance(interp, uproot.AsDtype):
+        return None
+    to_dtype = interp.to_dtype
+    return BranchInfo(tuple(to_dtype.shape), np.dtype(to_dtype.base))
+
+
+def _inspect_root(path: Path, tree_name: str, basket_branch: str) -> FileInfo:
+    import uproot
+
+    size = path.stat().st_size
+    try:
+        handle = uproot.open(path)
+    except Exception as err:  # uproot raises many types for a non-ROOT or damaged file
+        raise DataError(f"file {path}: not a readable ROOT file ({type(err).__name__}: {err})") from err
+    with handle:
+        if handle.file.fEND > size:
+            raise DataError(f"file {path}: truncated ({size} bytes on disk, the ROOT header says {handle.file.fEND})")
+        try:
+            tree = handle[tree_name]
+        except Exception as err:
+            found = ", ".join(k.split(";")[0] for k in handle.keys(recursive=False)) or "nothing"
+            raise DataError(f"file {path}: no TTree {tree_name!r} (found: {found}); check data.tree_name") from err
+        if not isinstance(tree, uproot.TTree):
+            raise DataError(f"file {path}: {tree_name!r} is a {type(tree).__name__}, not a TTree; check data.tree_name")
+        branches, unreadable = {}, []
+        for name, branch in tree.items(recursive=False):
+            info = _root_branch_info(branch)
+            if info is None:
+                unreadable.append(name)
+            else:
+                branches[name] = info
+            seeks = np.asarray(branch.member("fBasketSeek"))[: branch.num_baskets]
+            if seeks.size and seeks.max() >= size:
+                raise DataError(f"file {path}: truncated or corrupt (a basket of branch {name!r} lies beyond its end)")
+        n_entries = int(tree.num_entries)
+        basket_source = tree[basket_branch] if basket_branch in branches else None
+        boundaries = tuple(int(b) for b in basket_source.entry_offsets) if basket_source is not None else (0, n_entries)
+        return FileInfo(path, "root", n_entries, boundaries, branches, tuple(unreadable))
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _check_branches(info: FileInfo, input_branches: Sequence[str], truth_branches: Sequence[str] | None) -> None:
+    where = f"file {info.path}: branch"
+    for name in [*input_branches, *(truth_branches or [])]:
+        if name in info.unreadable:
+            raise DataError(f"{where} {name!r} is not a fixed-size numeric branch (jagged or objects); pick another")
+        if name not in info.branches:
+            available = ", ".join(info.branches) or "none"
+            raise DataError(f"{where} {name!r} not found (fixed-size branches there: {available}); check its name")
+    for name in input_branches:
+        branch = info.branches[name]
+        if branch.values_per_event != N_SENSORS:
+            raise DataError(f"{where} {name!r} has {branch.values_per_event} values per event, expected {N_SENSORS}")
+        if len(branch.shape) != 1:
+            raise DataError(f"{where} {name!r} has shape {branch.shape} per event, expected ({N_SENSORS},)")
+        if branch.dtype.kind not in "fiu":
+            raise DataError(f"{where} {name!r} has dtype {branch.dtype}, expected a number type")
+
+
+def inspect_files(
+    paths: Sequence[Path],
+    tree: str,
+    branches: Sequence[str],
+    truth_branches: Sequence[str] | None,
+) -> list[FileInfo]:
+    """Metadata of every file, checking that the input `branches` (npho, time) hold one
+    value per sensor and that each requested truth branch exists (None: no truth check).
+
+    Raises `DataError` naming the file for an unreadable, truncated or non-ROOT/npz
+    file, a missing tree or branch, or a wrong sensor count. Files with zero entries
+    are returned as such (the loader skips them).
+    """
+    infos = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise DataError(f"file {path}: does not exist or is not a regular file")
+        info = _inspect_npz(path) if path.suffix == ".npz" else _inspect_root(path, tree, branches[0])
+        _check_branches(info, branches, truth_branches)
+        infos.append(info)
+    return infos
+
+
+def common_truth_branches(infos: Sequence[FileInfo], input_branches: Sequence[str]) -> list[str]:
+    """Fixed-size branches other than the inputs present in every file, in the first file's order."""
+    names = [n for n in infos[0].branches if n not in input_branches]
+    return [n for n in names if all(n in info.branches for info in infos)]
+
+
+def check_consistent_shapes(infos: Sequence[FileInfo], names: Sequence[str]) -> None:
+    """Raise `DataError` if a branch has a different per-event shape in some file."""
+    for name in names:
+        first = infos[0].branches[name]
+        for info in infos[1:]:
+            if info.branches[name].shape != first.shape:
+                raise DataError(
+                    f"file {info.path}: branch {name!r} has shape {info.branches[name].shape} per event, "
+                    f"but {first.shape} in {infos[0].path}; all files must agree"
+                )

@@ -1,0 +1,275 @@
+"""`EventLoader`: the one data loader the training engine uses.
+
+Steps per epoch (identical on every rank, no communication): every rank builds every
+rank's plan from the per-file entry counts (after `max_events`). Rank r's chunks are
+dealt round-robin to S streams (S = max(1, num_workers); 1 in memory), stream w of
+rank r holds n_rw events, and
+
+    steps_per_epoch = min over r of  sum over w of  floor(n_rw / batch_size)
+
+unless a smaller `steps_per_epoch` is given. Each stream drops fewer than batch_size
+events per epoch (which ones changes with the epoch when shuffling).
+
+Order: with shuffle, each stream shuffles its chunk order and then the events within
+windows of >= shuffle_buffer events (leftovers carry into the next window), all from
+a generator seeded with (seed, epoch, rank, stream); workers are interleaved in
+DataLoader's round-robin order. The same seed, epoch, world_size and num_workers give
+the same batches; `state_dict` / `load_state_dict` resume mid-epoch exactly.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from lib.data.files import (
+    DataError,
+    FileInfo,
+    check_consistent_shapes,
+    common_truth_branches,
+    expand_inputs,
+    inspect_files,
+)
+from lib.data.plan import (
+    Chunk,
+    file_chunks,
+    fixed_boundaries,
+    rank_chunks,
+    stream_capacities,
+    stream_chunks,
+    stream_windows,
+    worker_assignments,
+)
+from lib.data.readers import ChunkReader, Pool, batch_dtype
+from lib.data.stream import Batch, StreamDataset, StreamSpec, epoch_rng, to_batch
+from lib.normalization import NormalizationConfig, normalize
+
+logger = logging.getLogger(__name__)
+
+PathSpec = str | os.PathLike | Sequence[str | os.PathLike]
+_LAYOUT_KEYS = ("seed", "steps_per_epoch", "n_events", "world_size", "streams", "shuffle")
+
+
+def _check_arguments(batch_size: int, shuffle_buffer: int, num_workers: int, rank: int, world_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if shuffle_buffer < 0 or num_workers < 0:
+        raise ValueError(f"shuffle_buffer and num_workers must be >= 0, got {shuffle_buffer} and {num_workers}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
+
+
+def _entries_used(infos: Sequence[FileInfo], max_events: int | None) -> list[int]:
+    """Entries read from each file: all, or the first `max_events` over the files in order."""
+    left = max_events if max_events is not None else sum(i.n_entries for i in infos)
+    used = []
+    for info in infos:
+        used.append(min(info.n_entries, left))
+        left -= used[-1]
+    return used
+
+
+def _usable_files(
+    paths: PathSpec, tree_name: str, inputs: list[str], truth_branches: list[str] | None
+) -> tuple[list[FileInfo], list[str]]:
+    """Checked non-empty files and the truth branches to read (None: those common to all files)."""
+    infos = inspect_files(expand_inputs(paths), tree_name, inputs, truth_branches)
+    for info in infos:
+        if info.n_entries == 0:
+            logger.warning("file %s has zero entries in %r; skipping it", info.path, tree_name)
+    infos = [i for i in infos if i.n_entries > 0]
+    if not infos:
+        raise DataError(f"all input files have zero entries ({paths!r}); check the input path")
+    truth = list(truth_branches) if truth_branches is not None else common_truth_branches(infos, inputs)
+    check_consistent_shapes(infos, [*inputs, *truth])
+    return infos, truth
+
+
+def _steps_per_epoch(plans: list[list[list[Chunk]]], batch_size: int, requested: int | None, n_events: int) -> int:
+    """The module docstring's formula, checked against a `requested` value."""
+    per_rank = [int(stream_capacities(streams, batch_size).sum()) for streams in plans]
+    deliverable = min(per_rank)
+    if deliverable == 0:
+        r = int(np.argmin(per_rank))
+        sizes = [sum(c.size for c in s) for s in plans[r]]
+        raise DataError(
+            f"batch_size {batch_size} is larger than the data set: rank {r} of {len(plans)} gets {sum(sizes)} "
+            f"events (per stream: {sizes}; {n_events} in total) and cannot fill one batch per epoch; "
+            "lower the batch size or the number of workers, or add data"
+        )
+    if requested is not None and not 1 <= requested <= deliverable:
+        raise DataError(
+            f"steps_per_epoch={requested}, but every rank can deliver only {deliverable} full batches of "
+            f"{batch_size} per epoch; set steps_per_epoch between 1 and {deliverable} or leave it unset"
+        )
+    return requested or deliverable
+
+
+class EventLoader:
+    """Batches of normalized events from ROOT / npz shards, sharded over ranks and workers.
+
+    Yields dicts with "x" (B, n_sensors, 2) float32, "npho_valid" / "time_valid"
+    (B, n_sensors) bool and one tensor per truth branch (float32, or int64 for integer
+    branches such as run / event), exactly `len(self)` per epoch on every rank.
+    `shuffle_buffer=0` or `shuffle=False` keeps the file order; `in_memory` loads this
+    rank's events once (normalized) and shuffles them fully, without workers.
+    """
+
+    def __init__(
+        self,
+        paths: PathSpec,
+        *,
+        batch_size: int,
+        norm: NormalizationConfig,
+        tree_name: str = "tree",
+        npho_branch: str = "npho",
+        time_branch: str = "relative_time",
+        truth_branches: list[str] | None = None,
+        shuffle: bool = True,
+        shuffle_buffer: int = 8192,
+        num_workers: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        in_memory: bool = False,
+        steps_per_epoch: int | None = None,
+        max_events: int | None = None,
+    ):
+        _check_arguments(batch_size, shuffle_buffer, num_workers, rank, world_size)
+        inputs = [npho_branch, time_branch]
+        infos, self.truth_branches = _usable_files(paths, tree_name, inputs, truth_branches)
+        used = _entries_used(infos, max_events)
+        self.files = [i for i, n in zip(infos, used) if n > 0]
+        used = [n for n in used if n > 0]
+        self.n_events = sum(used)
+
+        per_file = [
+            file_chunks(k, info.boundaries if info.kind == "root" else fixed_boundaries(n, batch_size), n, batch_size)
+            for k, (info, n) in enumerate(zip(self.files, used))
+        ]
+        if len(per_file) < world_size:
+            logger.warning("only %d input file(s) for %d ranks: sharding by entry ranges", len(per_file), world_size)
+        if in_memory and num_workers:
+            logger.info("data: in_memory ignores num_workers=%d (batches are sliced in the main process)", num_workers)
+        n_streams = 1 if in_memory else max(1, num_workers)
+        plans = [stream_chunks(rank_chunks(per_file, r, world_size), n_streams) for r in range(world_size)]
+        self.steps_per_epoch = _steps_per_epoch(plans, batch_size, steps_per_epoch, self.n_events)
+        self.batch_size, self.num_workers, self.in_memory = batch_size, num_workers, in_memory
+        self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle and shuffle_buffer > 0
+        self.epoch, self.batches_done = 0, 0
+        self._capacities = stream_capacities(plans[rank], batch_size)
+        self._memory: dict[str, np.ndarray] | None = None
+        branch_dtypes = {n: batch_dtype(self.files[0].branches[n]) for n in self.truth_branches}
+        branch_dtypes.update({name: np.dtype(np.float32) for name in inputs})
+        self._spec = StreamSpec(
+            files=self.files, tree_name=tree_name, npho_branch=npho_branch, time_branch=time_branch,
+            branch_dtypes=branch_dtypes, norm=norm, batch_size=batch_size, shuffle=self.shuffle,
+            window_events=shuffle_buffer if self.shuffle else 0, seed=seed, rank=rank, streams=plans[rank],
+        )  # fmt: skip
+        self._dataset = StreamDataset(self._spec)
+        logger.info(
+            "data: %d files, %d events, rank %d/%d, %d streams, %d steps of %d per epoch%s",
+            len(self.files), self.n_events, rank, world_size, n_streams, self.steps_per_epoch, batch_size,
+            " (in memory)" if in_memory else "",
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch to iterate; keeps a restored mid-epoch position of the same epoch."""
+        if epoch != self.epoch:
+            self.epoch, self.batches_done = epoch, 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        self._roll_over_finished_epoch()
+        start, delivered = self.batches_done, 0
+        source = self._iter_memory(start) if self.in_memory else self._iter_stream(start)
+        for batch in source:
+            self.batches_done += 1
+            delivered += 1
+            yield batch
+        if start + delivered != self.steps_per_epoch:
+            raise RuntimeError(f"data plan delivered {start + delivered} batches, expected {self.steps_per_epoch}")
+        self._roll_over_finished_epoch()
+
+    def _roll_over_finished_epoch(self) -> None:
+        if self.batches_done >= self.steps_per_epoch:
+            self.epoch, self.batches_done = self.epoch + 1, 0
+
+    def _iter_stream(self, start: int) -> Iterator[Batch]:
+        self._dataset.epoch = self.epoch
+        self._dataset.assignments = worker_assignments(self._capacities, self.steps_per_epoch, start)
+        if self.num_workers == 0:
+            yield from self._dataset
+        else:
+            yield from DataLoader(self._dataset, batch_size=None, num_workers=self.num_workers)
+
+    def _iter_memory(self, start: int) -> Iterator[Batch]:
+        if self._memory is None:
+            self._memory = self._load_memory()
+        rng = epoch_rng(self.seed, self.epoch, self.rank, 0) if self.shuffle else None
+        window = next(stream_windows(self._spec.streams[0], self.batch_size, None, rng))
+        pool = Pool([self._memory])
+        for k in range(start, self.steps_per_epoch):
+            yield to_batch(pool.take(window.batches[k]), self._spec.npho_branch, self._spec.time_branch, None)
+
+    def _load_memory(self) -> dict[str, np.ndarray]:
+        """All events of this rank, normalized once, in the natural chunk order."""
+        s = self._spec
+        chunks = s.streams[0]
+        n = sum(c.size for c in chunks)
+        n_sensors = s.files[0].branches[s.npho_branch].shape[0]
+        out = {
+            "x": np.empty((n, n_sensors, 2), np.float32),
+            "npho_valid": np.empty((n, n_sensors), bool),
+            "time_valid": np.empty((n, n_sensors), bool),
+        }
+        out.update({b: np.empty((n, *s.files[0].branches[b].shape), s.branch_dtypes[b]) for b in self.truth_branches})
+        row = 0
+        with ChunkReader(s.files, s.tree_name, s.branch_dtypes) as reader:
+            for c in chunks:
+                columns = reader.read(c.file, c.start, c.stop)
+                for lo in range(0, c.size, self.batch_size):  # bounded temporaries
+                    hi = min(lo + self.batch_size, c.size)
+                    normalized = normalize(columns[s.npho_branch][lo:hi], columns[s.time_branch][lo:hi], s.norm)
+                    for name, value in zip(("x", "npho_valid", "time_valid"), normalized):
+                        out[name][row + lo : row + hi] = value
+                for b in self.truth_branches:
+                    out[b][row : row + c.size] = columns[b]
+                row += c.size
+        gigabytes = sum(a.nbytes for a in out.values()) / 1e9
+        logger.info("data: %d events of rank %d loaded into memory (%.2f GB)", n, self.rank, gigabytes)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position within the epoch plus the layout it refers to."""
+        self._roll_over_finished_epoch()
+        return {
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "seed": self.seed,
+            "steps_per_epoch": self.steps_per_epoch,
+            "n_events": self.n_events,
+            "world_size": self.world_size,
+            "streams": len(self._capacities),
+            "shuffle": self.shuffle,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a saved position; the next batches are exactly those an uninterrupted
+        run would have yielded if the layout (seed, data, world size, workers) is unchanged."""
+        mine = self.state_dict()
+        changed = [k for k in _LAYOUT_KEYS if k in state and state[k] != mine[k]]
+        if changed:
+            logger.warning(
+                "data layout changed since the checkpoint (%s); resuming at the same epoch and batch count, "
+                "but the batches will differ from an uninterrupted run",
+                ", ".join(f"{k}: {state[k]} -> {mine[k]}" for k in changed),
+            )
+        self.epoch, self.batches_done = int(state["epoch"]), min(int(state["batches_done"]), self.steps_per_epoch)
+        self._roll_over_finished_epoch()

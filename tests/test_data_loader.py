@@ -1,0 +1,180 @@
+"""lib.data.loader.EventLoader: batch content, bad values, sharding, determinism, resume."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from lib.data.files import DataError
+from lib.data.loader import EventLoader
+from lib.geometry import N_SENSORS
+from lib.normalization import NormalizationConfig, normalize
+from tests.conftest import TRUTH_SHAPES, make_events, write_npz, write_root
+
+NORM = NormalizationConfig()
+
+
+def loader(paths, **kw) -> EventLoader:
+    kw.setdefault("batch_size", 8)
+    return EventLoader(paths, norm=NORM, **kw)
+
+
+def event_ids(batches) -> list[list[int]]:
+    return [b["event"].tolist() for b in batches]
+
+
+def test_batches_hold_the_normalized_file_content(shard_dir, shard_events):
+    data = loader(shard_dir, batch_size=16, shuffle_buffer=30)
+    batches = list(data)
+    assert len(batches) == len(data) == 120 // 16
+    for batch in batches:
+        ids = batch["event"].numpy()
+        x, npho_valid, time_valid = normalize(shard_events["npho"][ids], shard_events["relative_time"][ids], NORM)
+        assert batch["x"].dtype == torch.float32 and batch["x"].shape == (16, N_SENSORS, 2)
+        np.testing.assert_array_equal(batch["x"].numpy(), x)
+        np.testing.assert_array_equal(batch["npho_valid"].numpy(), npho_valid)
+        np.testing.assert_array_equal(batch["time_valid"].numpy(), time_valid)
+        for name, shape in TRUTH_SHAPES.items():
+            assert batch[name].dtype == torch.float32 and batch[name].shape == (16, *shape)
+            np.testing.assert_array_equal(batch[name].numpy(), shard_events[name][ids])
+        assert batch["run"].dtype == torch.int64 and (batch["run"] == 7).all()
+
+
+def test_npz_and_root_give_the_same_batches(tmp_path, shard_events):
+    events = {k: v[:40] for k, v in shard_events.items()}
+    from_root = list(loader(write_root(tmp_path / "a.root", events), shuffle=False))
+    from_npz = list(loader(write_npz(tmp_path / "a.npz", events), shuffle=False))
+    assert len(from_root) == len(from_npz) == 5
+    for a, b in zip(from_root, from_npz):
+        assert set(a) == set(b)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_bad_values_load_with_false_masks(tmp_path):
+    events = make_events(8)
+    events["npho"][0] = np.nan  # all-NaN event
+    events["npho"][1] = 1e10  # "missing" marker everywhere
+    events["npho"][2] = -2 * NORM.npho_scale  # below the log1p domain
+    data = loader(write_root(tmp_path / "bad.root", events), shuffle=False)
+    (batch,) = list(data)
+    for row in range(3):
+        assert not batch["npho_valid"][row].any() and not batch["time_valid"][row].any()
+        assert (batch["x"][row, :, 0] == NORM.npho_sentinel).all()
+        assert (batch["x"][row, :, 1] == NORM.time_sentinel).all()
+    assert torch.isfinite(batch["x"]).all() and batch["npho_valid"][3:].all()
+
+
+def test_empty_shard_is_skipped_and_all_empty_is_an_error(tmp_path, caplog):
+    write_root(tmp_path / "full.root", make_events(16))
+    write_root(tmp_path / "empty.root", make_events(0))
+    with caplog.at_level(logging.WARNING):
+        data = loader(tmp_path)
+    assert "empty.root has zero entries" in caplog.text and data.n_events == 16
+    with pytest.raises(DataError, match="zero entries"):
+        loader(tmp_path / "empty.root")
+
+
+def test_batch_size_larger_than_the_data_set(shard_dir):
+    with pytest.raises(DataError, match="batch_size 200 is larger than the data set"):
+        loader(shard_dir, batch_size=200)
+
+
+def test_steps_per_epoch_and_max_events(shard_dir):
+    assert len(loader(shard_dir, steps_per_epoch=3)) == len(list(loader(shard_dir, steps_per_epoch=3))) == 3
+    with pytest.raises(DataError, match="steps_per_epoch=16, but every rank can deliver only 15"):
+        loader(shard_dir, steps_per_epoch=16)
+    capped = loader(shard_dir, max_events=50, shuffle=False)
+    assert capped.n_events == 50 and sorted(sum(event_ids(capped), [])) == list(range(48))
+
+
+def test_fewer_files_than_ranks(tmp_path, caplog):
+    path = write_root(tmp_path / "one.root", make_events(40))
+    with caplog.at_level(logging.WARNING):
+        ranks = [loader(path, rank=r, world_size=2) for r in range(2)]
+    assert "only 1 input file(s) for 2 ranks" in caplog.text
+    ids = [sum(event_ids(r), []) for r in ranks]
+    assert len(ranks[0]) == len(ranks[1]) == len(event_ids(ranks[0])) == len(event_ids(ranks[1])) == 2
+    assert not set(ids[0]) & set(ids[1])
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_rank_sharding_is_disjoint_complete_and_equal_length(tmp_path, world_size):
+    sizes = [40, 25, 33, 12]  # uneven files
+    for k, n in enumerate(sizes):
+        write_root(tmp_path / f"f{k}.root", make_events(n, first_event=100 * k))
+    ranks = [loader(tmp_path, rank=r, world_size=world_size, shuffle_buffer=20) for r in range(world_size)]
+    per_rank_events = [sum(sizes[r::world_size]) for r in range(world_size)]  # files dealt round-robin
+    assert {len(r) for r in ranks} == {min(per_rank_events) // 8}
+    per_rank_ids = [sum(event_ids(r), []) for r in ranks]
+    for r, ids in enumerate(per_rank_ids):  # each rank reads only its own files
+        assert {e // 100 for e in ids} <= set(range(r, len(sizes), world_size))
+    seen = sum(per_rank_ids, [])
+    assert len(seen) == len(set(seen)) == world_size * len(ranks[0]) * 8
+    assert set(seen) <= {100 * k + i for k, n in enumerate(sizes) for i in range(n)}
+
+
+def test_seeded_order_and_new_order_each_epoch(shard_dir):
+    a, b, c = (loader(shard_dir, seed=s, shuffle_buffer=30) for s in (1, 1, 2))
+    first = event_ids(a)
+    assert first == event_ids(b) and first != event_ids(c)
+    second = event_ids(a)  # iterating again moves on to the next epoch
+    assert a.epoch == 2 and second != first and sorted(sum(second, [])) == sorted(sum(first, []))
+    b.set_epoch(1)
+    assert event_ids(b) == second
+
+
+@pytest.mark.parametrize(("num_workers", "in_memory"), [(0, False), (2, False), (0, True)])
+def test_resume_equals_uninterrupted(shard_dir, num_workers, in_memory):
+    kw = dict(batch_size=16, shuffle_buffer=30, num_workers=num_workers, in_memory=in_memory, seed=5)
+    whole = loader(shard_dir, **kw)
+    whole.set_epoch(1)
+    expected = event_ids(whole)
+    interrupted = loader(shard_dir, **kw)
+    interrupted.set_epoch(1)
+    stream = iter(interrupted)
+    head = [next(stream)["event"].tolist() for _ in range(3)]
+    state = interrupted.state_dict()
+    del stream
+    resumed = loader(shard_dir, **kw)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(1)
+    assert state["batches_done"] == 3 and head + event_ids(resumed) == expected
+
+
+def test_workers_deliver_every_planned_batch_once(shard_dir):
+    data = loader(shard_dir, num_workers=2, shuffle_buffer=30)
+    ids = sum(event_ids(data), [])
+    # baskets of 10 events are already >= batch 8: 12 chunks dealt to 2 streams -> 60 events per stream
+    assert len(data) == 2 * (60 // 8) and len(ids) == len(set(ids)) == len(data) * 8
+
+
+def test_in_memory_equals_streaming(shard_dir):
+    streamed = list(loader(shard_dir, shuffle=False))
+    held = list(loader(shard_dir, shuffle=False, in_memory=True))
+    assert len(streamed) == len(held)
+    for a, b in zip(streamed, held):
+        assert set(a) == set(b)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    shuffled = loader(shard_dir, in_memory=True, seed=4)
+    assert sorted(sum(event_ids(shuffled), [])) == list(range(120)) and event_ids(shuffled) != event_ids(held)
+
+
+def test_state_dict_inside_and_after_an_epoch(shard_dir):
+    data = loader(shard_dir)
+    positions = []
+    for _ in data:
+        positions.append(data.state_dict()["batches_done"])
+    assert positions == [*range(1, len(data)), 0]  # after the last batch the position is the next epoch's start
+    assert (data.state_dict()["epoch"], data.state_dict()["batches_done"]) == (1, 0)
+
+
+def test_bench_prints_root_and_npz_lines(shard_dir, capsys):
+    from lib.data.bench import main
+
+    main(["--input", str(shard_dir), "--batch-size", "8", "--repeat", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:2]] == ["root", "npz"] and all("b/a" in line for line in lines[:2])
