@@ -37,6 +37,8 @@ class BaselineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    enabled: bool = Field(True, description="fit and report the baseline at the end of regressor training")
+    fit_events: int = Field(5000, ge=10, description="training events used to calibrate the baseline")
     window: int = Field(5, ge=1, description="odd side of the inner-grid window around the hottest sensor")
     time_sensors: int = Field(100, ge=1, description="brightest valid sensors averaged for the time estimate")
     time_depth_shifts_cm: list[float] = Field(

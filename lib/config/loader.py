@@ -207,7 +207,9 @@ def load_config(
 
     The result has every default filled in and a run name. Raises ConfigError.
     """
-    data, sources = read_yaml(Path(path)) if path is not None else ({}, {})
+    from lib.config.extends import read_config_file  # extends builds on read_yaml
+
+    data, sources = read_config_file(Path(path)) if path is not None else ({}, {})
     _migrate_legacy(data, sources)
     for key, value in (cli or {}).items():
         _apply(data, sources, key, value, "command line")

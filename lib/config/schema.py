@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lib.baselines import BaselineConfig
 from lib.models.config import ModelConfig
 from lib.normalization import NormalizationConfig
 from lib.tasks.config import TasksConfig, parse_tasks
@@ -334,6 +335,8 @@ class RegressorConfig(RunConfig):
     training: RegressorTrainingConfig = RegressorTrainingConfig()
     tasks: TasksConfig = Field(default_factory=lambda: parse_tasks(["energy"]))
     """Tasks to fit: a list of names or a mapping name -> settings (see lib/tasks/config.py)."""
+    baseline: BaselineConfig = BaselineConfig()
+    """Classical estimator reported beside the regressor (see lib/baselines.py)."""
 
 
 ROOTS: dict[str, type[RunConfig]] = {MAEConfig.kind: MAEConfig, RegressorConfig.kind: RegressorConfig}

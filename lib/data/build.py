@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lib.data.files import DataError, expand_inputs
+import numpy as np
+import uproot
+
+from lib.data.files import DataError, FileInfo, expand_inputs
 from lib.data.loader import EventLoader
 
 
@@ -38,3 +41,22 @@ def build_loader(cfg: Any, split: str, rank: int, world_size: int) -> EventLoade
         steps_per_epoch=data.steps_per_epoch if train else None,
         max_events=data.max_events if train else data.max_val_events,
     )
+
+
+def read_branches(files: list[FileInfo], names: list[str], tree_name: str) -> dict[str, np.ndarray]:
+    """Values of scalar/small branches (e.g. truth) of the used entries of `files`, concatenated.
+
+    Reads only the named branches, so it is cheap next to the sensor arrays; used to fit
+    target standardization once before training.
+    """
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for info in files:
+        if info.kind == "root":
+            with uproot.open(info.path) as file:
+                arrays = file[tree_name].arrays(names, library="np", entry_stop=info.n_entries)
+        else:
+            with np.load(info.path) as file:
+                arrays = {name: file[name][: info.n_entries] for name in names}
+        for name in names:
+            parts[name].append(np.asarray(arrays[name]))
+    return {name: np.concatenate(values) for name, values in parts.items()}

@@ -40,12 +40,19 @@ def split_decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Pa
 
 
 def build_optimizer(model: nn.Module, training: Any, lr: float) -> torch.optim.Optimizer:
-    """AdamW or SGD over all trainable parameters of `model`, weight decay only where it belongs."""
+    """AdamW or SGD over all trainable parameters of `model`, weight decay only where it belongs.
+
+    A model with an `lr_scales()` method (parameter name -> multiplier, e.g. layer-wise lr
+    decay) gets one parameter group per (decay, multiplier); frozen parameters are left out.
+    """
     decay, no_decay = split_decay_groups(model)
-    groups = [
-        {"params": decay, "weight_decay": training.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
+    scale_of = {id(p): scales.get(name, 1.0) for name, p in model.named_parameters()}
+    groups = []
+    for params, weight_decay in ((decay, training.weight_decay), (no_decay, 0.0)):
+        for scale in sorted({scale_of[id(p)] for p in params}, reverse=True) or [1.0]:
+            members = [p for p in params if scale_of[id(p)] == scale]
+            groups.append({"params": members, "weight_decay": weight_decay, "lr": lr * scale})
     if training.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(training.betas))
     if training.optimizer == "sgd":
@@ -66,7 +73,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, training: Any, steps_per_e
     """Per-optimizer-step schedule for `training.scheduler`: cosine (with warmup), onecycle or none."""
     total_steps = max(1, training.epochs * steps_per_epoch)
     warmup_steps = min(total_steps, round(training.warmup_epochs * steps_per_epoch))
-    peak_lr = optimizer.param_groups[0]["lr"]
+    peak_lr = max(group["lr"] for group in optimizer.param_groups)
     if training.scheduler == "cosine":
         min_ratio = min(1.0, training.min_lr / peak_lr)
         return LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps, min_ratio))
@@ -74,7 +81,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, training: Any, steps_per_e
         div_factor = 25.0
         final_div = (peak_lr / div_factor) / training.min_lr if training.min_lr > 0 else 1e4
         return OneCycleLR(
-            optimizer, max_lr=peak_lr, total_steps=total_steps, pct_start=max(warmup_steps, 1) / total_steps,
+            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps, pct_start=max(warmup_steps, 1) / total_steps,
             div_factor=div_factor, final_div_factor=final_div, cycle_momentum=False,
         )
     if training.scheduler == "none":

@@ -38,3 +38,7 @@ class Task(Protocol):
     def export(self, model: nn.Module, run_dir: Path, tag: str) -> None:
         """Write exported weights for `tag` ("best" or "last"); called on rank 0 only."""
         ...
+
+    # Optional: `validation_epoch_end(self) -> dict[str, float]`, called on every rank after the
+    # validation batches, returns metrics computed over the whole validation set (e.g. resolutions
+    # from residuals gathered across ranks); they are logged as val/<name>.

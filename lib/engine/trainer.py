@@ -28,6 +28,7 @@ from lib.engine.distributed import (
 )
 from lib.engine.ema import ModelEMA
 from lib.engine.optim import build_optimizer, build_scheduler
+from lib.engine.preemption import Preempted, PreemptionFlag
 from lib.engine.rundir import CHECKPOINT_DIR, CONFIG_NAME, HISTORY_NAME, TrainingHistory
 from lib.engine.task import StepOutput, Task
 from lib.engine.tracking import start_tracking
@@ -127,6 +128,8 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint, resume_path)
         self.history = TrainingHistory(self.run_dir / HISTORY_NAME, completed_epochs=self.epoch)
+        self.preemption = PreemptionFlag()
+        self.preemption.install()
 
     # ---------------------------------------------------------------- resume
     def _restore(self, checkpoint: dict[str, Any], path: Path) -> None:
@@ -179,7 +182,7 @@ class Trainer:
             if self.dist.is_main:
                 self.task.export(self._export_model(), self.run_dir, "last")
             status = "FINISHED"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Preempted):
             status = "KILLED"
             raise
         finally:
@@ -276,6 +279,10 @@ class Trainer:
             self.global_step += 1
             self.batch_in_epoch = index + 1
             progress.optimizer_step(last_output.loss.detach(), grad_norm)
+            if not all_ranks_true(not self.preemption.requested, self.dist.device):
+                self._save([LAST_NAME])
+                raise Preempted(f"preempted at global step {self.global_step}; resume from "
+                                f"{self.run_dir / CHECKPOINT_DIR / LAST_NAME}")
             every = self.cfg.checkpoint.save_every_steps
             if every and self.global_step % every == 0 and index + 1 < n_batches:
                 self._save([LAST_NAME])
@@ -318,11 +325,15 @@ class Trainer:
         sums: dict[str, Tensor] = {}
         n_samples = 0
         self.val_loader.set_epoch(0)  # the same validation events every time
+        epoch_end = getattr(self.task, "validation_epoch_end", None)
         for batch in self.val_loader:
             with self._autocast():
                 output = self.task.validation_step(model, _to_device(batch, self.dist.device))
             n_samples += _accumulate(sums, output)
-        return {f"val/{k}": v for k, v in reduce_metrics(sums, n_samples).items()}
+        metrics = reduce_metrics(sums, n_samples)
+        if epoch_end is not None:
+            metrics.update(epoch_end())
+        return {f"val/{k}": v for k, v in metrics.items()}
 
     # ----------------------------------------------------------- checkpoint
     def _save(self, names: list[str]) -> None:
