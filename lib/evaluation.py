@@ -73,7 +73,9 @@ def collect_predictions(model: nn.Module, loader: Any, device: torch.device, nor
         add("event", batch["event"].numpy())
         for name, task in model.tasks.items():
             head = outputs[name].float()
-            add(f"truth/{name}", task.target(batch).double().numpy())
+            has_truth = all(key in batch for key in task.truth_keys)
+            truth = task.target(batch).double().numpy() if has_truth else np.full((len(head), task.n_outputs), np.nan)
+            add(f"truth/{name}", truth)
             add(f"pred/{name}", task.predict(head).cpu().numpy())
             if task.cfg.loss == "gaussian_nll":
                 add(f"sigma/{name}", task.predict_sigma(head).cpu().numpy())

@@ -104,9 +104,16 @@ def predict_batches(model: MAEModel, loader: Any, max_events: int, device: torch
 
 
 def finish(cfg: MAEConfig, dist: DistInfo, result: dict[str, Any], task: MAETask, val_loader: Any) -> None:
-    """Rank 0: write up to training.num_val_predictions validation reconstructions with the best weights."""
+    """Rank 0: learning curves, and up to training.num_val_predictions validation reconstructions (best weights)."""
+    if not dist.is_main:
+        return
+    from lib.plots import load_history, plot_learning_curves
+
+    history = Path(result["run_dir"]) / "training_history.json"
+    if history.exists():
+        plot_learning_curves(load_history(history), Path(result["run_dir"]) / "plots")
     n = cfg.training.num_val_predictions
-    if not dist.is_main or val_loader is None or n == 0:
+    if val_loader is None or n == 0:
         return
     weights = _weights_for_predictions(result)
     if weights is None:

@@ -1,0 +1,31 @@
+"""PNG plots of run outputs: regressor resolution plots, learning curves and event displays.
+
+Figures are built on matplotlib's Agg canvas (no pyplot state) in mplhep's ROOT style.
+"""
+from __future__ import annotations
+
+from lib.plots.event import mae_entry, plot_event_display, read_event
+from lib.plots.history import history_from_mlflow, load_history, plot_learning_curves
+from lib.plots.regression import (
+    BinnedWidth,
+    binned_half_width_68,
+    make_regression_plots,
+    plot_pred_vs_truth,
+    plot_residuals,
+    plot_resolution_vs,
+)
+
+__all__ = [
+    "BinnedWidth",
+    "binned_half_width_68",
+    "history_from_mlflow",
+    "load_history",
+    "mae_entry",
+    "make_regression_plots",
+    "plot_event_display",
+    "plot_learning_curves",
+    "plot_pred_vs_truth",
+    "plot_residuals",
+    "plot_resolution_vs",
+    "read_event",
+]

@@ -1,0 +1,83 @@
+"""Regressor predictions for any data set.
+
+    python -m lib.predict --checkpoint artifacts/<run>/checkpoints/best.pt --input DATA --out FILE.root
+
+DATA is a file, directory, glob or list, read with the run's data settings (tree and branch
+names) and normalized with the normalization stored in the checkpoint. The output has the
+same layout as the run's predictions/predictions_val.root; truth columns are NaN for tasks
+whose truth branches the input lacks.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from lib.config import RegressorConfig, load_resolved
+from lib.data.files import DataError, expand_inputs
+from lib.data.loader import EventLoader
+from lib.engine import CheckpointError
+from lib.evaluation import by_output, checkpoint_weights, collect_predictions, task_metrics
+from lib.models.regressor import Regressor
+from lib.normalization import describe
+from lib.predictions import write_regression_predictions
+
+log = logging.getLogger(__name__)
+
+
+def predict(checkpoint: Path, inputs: Sequence[str], out: Path, batch_size: int, device: str) -> dict[str, float]:
+    """Write predictions of the regressor in `checkpoint` for `inputs` to `out`; returns metrics where truth exists."""
+    config, weights = checkpoint_weights(checkpoint)
+    if config.get("tasks") is None:
+        raise CheckpointError(f"{checkpoint} is not a regressor checkpoint (no tasks in its config); "
+                              "lib.predict runs checkpoints of lib.train_regressor")
+    cfg = load_resolved(config, RegressorConfig)
+    model = Regressor(cfg).to(device)
+    model.load_state_dict(weights)
+    data = cfg.data
+    loader = EventLoader(expand_inputs(list(inputs), config_key="--input"), batch_size=batch_size,
+                         norm=cfg.normalization, tree_name=data.tree_name, npho_branch=data.npho_branch,
+                         time_branch=data.time_branch, shuffle=False)
+    if loader.n_events > len(loader) * batch_size:
+        log.warning("%d of %d events do not fill a whole batch of %d and are not predicted; use --batch_size 1 "
+                    "to predict every event", loader.n_events - len(loader) * batch_size, loader.n_events,
+                    batch_size)
+    result = collect_predictions(model, loader, torch.device(device), cfg.normalization)
+    tasks = dict(model.tasks.items())
+    write_regression_predictions(
+        out, run=result["run"], event=result["event"], truth=by_output(tasks, result["truth"]),
+        pred=by_output(tasks, result["pred"]), sigma=by_output(tasks, result["sigma"]) or None,
+        metadata={"tasks": list(tasks), "normalization": describe(cfg.normalization),
+                  "checkpoint": str(checkpoint), "split": ",".join(map(str, inputs))},
+    )
+    metrics = task_metrics(tasks, result["truth"], result["pred"])
+    log.info("wrote predictions of %d events to %s", len(result["run"]), out)
+    for key, value in metrics.items():
+        log.info("%-16s %.5g", key, value)
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of `python -m lib.predict`; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, type=Path, help="regressor checkpoint (best.pt / last.pt)")
+    parser.add_argument("--input", required=True, nargs="+", help="data file(s), directory, or glob")
+    parser.add_argument("--out", required=True, type=Path, help="output ROOT file")
+    parser.add_argument("--batch_size", type=int, default=256, help="events per forward pass")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        predict(args.checkpoint, args.input, args.out, args.batch_size, args.device)
+    except (CheckpointError, DataError) as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
