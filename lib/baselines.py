@@ -21,39 +21,15 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lib import geometry
+from lib.config.schema import BaselineConfig
 from lib.data.sim_physics import R_INNER, uvw_from_xyz
 from lib.tasks.metrics import half_width_68
 
 log = logging.getLogger(__name__)
 
 _BLOCK_EVENTS = 2048  # events per feature block: bounds the temporary (block, 4760) arrays
-
-
-class BaselineConfig(BaseModel):
-    """Settings of the classical baseline."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = Field(True, description="fit and report the baseline at the end of regressor training")
-    fit_events: int = Field(5000, ge=10, description="training events used to calibrate the baseline")
-    window: int = Field(5, ge=1, description="odd side of the inner-grid window around the hottest sensor")
-    time_sensors: int = Field(100, ge=1, description="brightest valid sensors averaged for the time estimate")
-    time_depth_shifts_cm: list[float] = Field(
-        [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0],
-        min_length=1,
-        description="candidate depths of the light centre behind the estimated first interaction; "
-        "fit keeps the one with the best training time resolution",
-    )
-
-    @field_validator("window")
-    @classmethod
-    def _odd(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError(f"baseline.window={value}: must be odd so the hottest sensor is the centre")
-        return value
 
 
 def _to_numpy(array, dtype=np.float64) -> np.ndarray:

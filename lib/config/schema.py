@@ -13,10 +13,9 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lib.baselines import BaselineConfig
 from lib.models.config import ModelConfig
 from lib.normalization import NormalizationConfig
-from lib.tasks.config import TasksConfig, parse_tasks
+from lib.config.tasks import TasksConfig, parse_tasks
 
 SCHEMA_VERSION = 1
 REFERENCE_BATCH_SIZE = 256  # the base lr is quoted for this effective batch size
@@ -301,6 +300,28 @@ class MAEConfig(RunConfig):
     """Root config of MAE pretraining (`python -m lib.train_mae`)."""
 
     kind: ClassVar[str] = "mae"
+
+
+class BaselineConfig(Section):
+    """Settings of the classical baseline."""
+
+    enabled: bool = Field(True, description="fit and report the baseline at the end of regressor training")
+    fit_events: int = Field(5000, ge=10, description="training events used to calibrate the baseline")
+    window: int = Field(5, ge=1, description="odd side of the inner-grid window around the hottest sensor")
+    time_sensors: int = Field(100, ge=1, description="brightest valid sensors averaged for the time estimate")
+    time_depth_shifts_cm: list[float] = Field(
+        [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0],
+        min_length=1,
+        description="candidate depths of the light centre behind the estimated first interaction; "
+        "fit keeps the one with the best training time resolution",
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"baseline.window={value}: must be odd so the hottest sensor is the centre")
+        return value
 
 
 class RegressorModelConfig(ModelConfig):

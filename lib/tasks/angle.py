@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lib.tasks.base import Batch, RegressionTask, register_task
-from lib.tasks.config import TaskConfig
+from lib.config.tasks import TASK_SPECS, TaskConfig
 from lib.tasks.metrics import opening_angles_deg, quantile_68, unit_vectors_to_angles, wrap_degrees
 
 _VECTOR_DIM = 3
@@ -22,24 +22,11 @@ class AngleTask(RegressionTask):
     """Predicts (theta, phi); metrics wrap the phi residual and add the opening-angle 68 % quantile."""
 
     name = "angle"
-    truth_keys = ("emiAng",)
-    output_names = ("theta", "phi")
-    units = ("deg", "deg")
-    supports_vector = True
 
     def __init__(self, cfg: TaskConfig):
         super().__init__(cfg)
         if cfg.use_vector:
-            self.truth_keys = ("emiAng", "emiVec")
-
-    @classmethod
-    def check_config(cls, cfg: TaskConfig) -> None:
-        super().check_config(cfg)
-        if cfg.use_vector and "loss" in cfg.model_fields_set:
-            raise ValueError(
-                f"tasks.angle: use_vector trains with the cosine loss, so loss={cfg.loss!r} would be ignored; "
-                "remove 'loss' or set use_vector: false"
-            )
+            self.truth_keys = (*self.truth_keys, TASK_SPECS[self.name].vector_key)
 
     @classmethod
     def needs_fit(cls, cfg: TaskConfig) -> bool:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lib.tasks.config import TaskConfig
+from lib.config.tasks import TASK_SPECS, TaskConfig, check_task_config
 from lib.tasks.metrics import residual_summary
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,14 @@ TASK_REGISTRY: dict[str, type[RegressionTask]] = {}
 
 
 def register_task(cls: type[RegressionTask]) -> type[RegressionTask]:
-    """Class decorator: make a task selectable by its `name` in the `tasks:` config."""
+    """Class decorator: make a task selectable by its `name` in the `tasks:` config.
+
+    Truth key, output names and units come from the task's entry in TASK_SPECS.
+    """
+    if cls.name not in TASK_SPECS:
+        raise ValueError(f"task '{cls.name}' has no entry in lib.config.tasks.TASK_SPECS; add one")
+    spec = TASK_SPECS[cls.name]
+    cls.truth_keys, cls.output_names, cls.units = (spec.truth_key,), spec.output_names, spec.units
     if cls.name in TASK_REGISTRY:
         raise ValueError(f"task name '{cls.name}' registered twice ({TASK_REGISTRY[cls.name]} and {cls})")
     TASK_REGISTRY[cls.name] = cls
@@ -41,11 +48,10 @@ class RegressionTask(nn.Module):
     truth_keys: ClassVar[tuple[str, ...]]
     output_names: ClassVar[tuple[str, ...]]
     units: ClassVar[tuple[str, ...]]
-    supports_vector: ClassVar[bool] = False
 
     def __init__(self, cfg: TaskConfig):
         super().__init__()
-        self.check_config(cfg)
+        check_task_config(self.name, cfg)
         self.cfg = cfg
         n = self.n_outputs
         self.register_buffer("target_mean", torch.tensor(cfg.target_mean or [0.0] * n, dtype=torch.float64))
@@ -55,19 +61,6 @@ class RegressionTask(nn.Module):
             self.register_buffer("reweight_edges", torch.zeros(n, cfg.reweight_bins + 1, dtype=torch.float64))
             self.register_buffer("reweight_table", torch.zeros(n, cfg.reweight_bins, dtype=torch.float64))
         self._fitted_checked = False
-
-    @classmethod
-    def check_config(cls, cfg: TaskConfig) -> None:
-        """Raise ValueError for settings this task does not support."""
-        if cfg.use_vector and not cls.supports_vector:
-            raise ValueError(f"tasks.{cls.name}.use_vector: only the angle task supports use_vector; remove it")
-        n = len(cls.output_names)
-        for key in ("target_mean", "target_scale"):
-            values = getattr(cfg, key)
-            if values is not None and len(values) != n:
-                raise ValueError(
-                    f"tasks.{cls.name}.{key}={values}: needs {n} value(s), one per output {cls.output_names}"
-                )
 
     @classmethod
     def needs_fit(cls, cfg: TaskConfig) -> bool:

@@ -12,9 +12,6 @@ class EnergyTask(RegressionTask):
     """Predicts energyTruth; metrics add the relative resolution sigma_E/E in %."""
 
     name = "energy"
-    truth_keys = ("energyTruth",)
-    output_names = ("E",)
-    units = ("GeV",)
 
     def metrics(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         """Bias/RMS/w68 of E (GeV) plus `E_rel_w68_pct`: 68 % half-width of (pred-true)/true in %."""

@@ -12,9 +12,6 @@ class PositionTask(RegressionTask):
     """Predicts (u, v, w); metrics add the 68 % quantile of the 3-D distance."""
 
     name = "position"
-    truth_keys = ("uvwTruth",)
-    output_names = ("u", "v", "w")
-    units = ("cm", "cm", "cm")
 
     def metrics(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         """Per-coordinate bias/RMS/w68 (cm) plus `dist3d_68`: 68.27th percentile of |pred - true| (cm)."""

@@ -9,6 +9,3 @@ class TimingTask(RegressionTask):
     """Predicts timeTruth in seconds (standardization makes the small scale harmless)."""
 
     name = "timing"
-    truth_keys = ("timeTruth",)
-    output_names = ("t",)
-    units = ("s",)

@@ -1,4 +1,5 @@
-"""Typed config of the regression tasks: `TaskConfig` per task and the `tasks:` selection.
+"""Typed config of the regression tasks: what each task is (`TASK_SPECS`), `TaskConfig` per task
+and the `tasks:` selection. Torch-free, so a config can be validated without importing torch.
 
 The regressor schema uses `tasks: TasksConfig`, which accepts either a list of task
 names (`[energy, position]`, every task with default settings) or a mapping
@@ -8,11 +9,31 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
 LossName = Literal["smooth_l1", "l1", "mse", "gaussian_nll"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task predicts: its truth branch, output names and units (the implementation is in lib/tasks)."""
+
+    truth_key: str
+    output_names: tuple[str, ...]
+    units: tuple[str, ...]
+    vector_key: str | None = None
+    """Truth branch of the unit-vector form (`use_vector`), for tasks that have one."""
+
+
+TASK_SPECS: dict[str, TaskSpec] = {
+    "energy": TaskSpec("energyTruth", ("E",), ("GeV",)),
+    "timing": TaskSpec("timeTruth", ("t",), ("s",)),
+    "position": TaskSpec("uvwTruth", ("u", "v", "w"), ("cm", "cm", "cm")),
+    "angle": TaskSpec("emiAng", ("theta", "phi"), ("deg", "deg"), vector_key="emiVec"),
+}
 
 
 class TaskConfig(BaseModel):
@@ -46,8 +67,6 @@ class TaskConfig(BaseModel):
 
 def _normalize_selection(value: Any) -> dict[str, Any]:
     """List / single name / mapping -> mapping name -> settings, with names checked."""
-    from lib.tasks.base import TASK_REGISTRY  # lazy: base imports this module
-
     if isinstance(value, str):
         value = [value]
     if isinstance(value, (list, tuple)):
@@ -62,21 +81,35 @@ def _normalize_selection(value: Any) -> dict[str, Any]:
             f"tasks: expected a list of task names or a mapping name -> settings, got {type(value).__name__} {value!r}"
         )
     if not entries:
-        raise ValueError(f"tasks: the selection is empty; choose at least one of {sorted(TASK_REGISTRY)}")
+        raise ValueError(f"tasks: the selection is empty; choose at least one of {sorted(TASK_SPECS)}")
     for name in entries:
-        if name not in TASK_REGISTRY:
-            nearest = difflib.get_close_matches(str(name), list(TASK_REGISTRY), n=1)
+        if name not in TASK_SPECS:
+            nearest = difflib.get_close_matches(str(name), list(TASK_SPECS), n=1)
             hint = f"; did you mean '{nearest[0]}'?" if nearest else ""
-            raise ValueError(f"tasks: unknown task '{name}'; known tasks are {sorted(TASK_REGISTRY)}{hint}")
+            raise ValueError(f"tasks: unknown task '{name}'; known tasks are {sorted(TASK_SPECS)}{hint}")
     return {name: {} if settings is None else settings for name, settings in entries.items()}
+
+
+def check_task_config(name: str, cfg: TaskConfig) -> None:
+    """Raise ValueError for settings task `name` does not support."""
+    spec = TASK_SPECS[name]
+    if cfg.use_vector and spec.vector_key is None:
+        with_vector = sorted(n for n, s in TASK_SPECS.items() if s.vector_key)
+        raise ValueError(f"tasks.{name}.use_vector: only {with_vector} support use_vector; remove it")
+    if cfg.use_vector and "loss" in cfg.model_fields_set:
+        raise ValueError(f"tasks.{name}: use_vector trains with the cosine loss, so loss={cfg.loss!r} would be "
+                         "ignored; remove 'loss' or set use_vector: false")
+    n = len(spec.output_names)
+    for key in ("target_mean", "target_scale"):
+        values = getattr(cfg, key)
+        if values is not None and len(values) != n:
+            raise ValueError(f"tasks.{name}.{key}={values}: needs {n} value(s), one per output {spec.output_names}")
 
 
 def _check_task_support(parsed: dict[str, TaskConfig]) -> dict[str, TaskConfig]:
     """Let each task reject settings it does not support (e.g. use_vector outside angle)."""
-    from lib.tasks.base import TASK_REGISTRY
-
     for name, cfg in parsed.items():
-        TASK_REGISTRY[name].check_config(cfg)
+        check_task_config(name, cfg)
     return parsed
 
 
