@@ -22,15 +22,18 @@ ids, in the half-planes phi = +117.24 / -117.24 deg. HEX_NEIGHBORS slots are
 
 All numpy arrays here are read-only constants computed at import. Torch helpers
 take x of shape (B, 4760, C) and boolean masks of shape (B, 4760); they gather
-with cached per-device index tensors and work for any dtype/device.
+with cached per-device index tensors and work for any dtype/device; torch is
+imported on their first call, so the numpy constants load without it.
 """
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 N_SENSORS = 4760
 FACE_NAMES = ("inner", "outer", "us", "ds", "top", "bottom")
@@ -261,6 +264,8 @@ _ONE_TO_ONE_GRIDS = ("inner", "outer_coarse", "outer_dense", "us", "ds")
 
 @functools.lru_cache(maxsize=None)
 def _index(key: str, device: torch.device) -> torch.Tensor:
+    import torch
+
     kind, _, name = key.partition(":")
     if kind == "grid":
         array = grid_ids(name).ravel()
@@ -281,6 +286,8 @@ def _index(key: str, device: torch.device) -> torch.Tensor:
 
 def face_index(face: str | int, device: torch.device | str | None = None) -> torch.Tensor:
     """face_ids(face) as a cached int64 tensor on `device` (index torch tensors with this, not the numpy array)."""
+    import torch
+
     return _index("face:" + FACE_NAMES[_face_code(face)], torch.device(device or "cpu"))
 
 
@@ -344,6 +351,8 @@ def mask_to_hex(mask: torch.Tensor, face: str | int) -> torch.Tensor:
 
 
 def _extensive_mask(extensive_channels, n_channels: int, device: torch.device) -> torch.Tensor:
+    import torch
+
     channels = list(extensive_channels)
     if any(not 0 <= c < n_channels for c in channels):
         raise ValueError(f"extensive_channels {tuple(channels)} out of range for {n_channels} channels")
@@ -364,6 +373,9 @@ def flat_to_outer_fine(
     fine mask is the mask of the shown sensor. Pooling averages extensive channels
     plainly and the others over valid cells only (0 where none); pooled mask = any valid.
     """
+    import torch
+    import torch.nn.functional as F
+
     _check_flat(x, "x", 3)
     batch, n_channels = x.shape[0], x.shape[2]
     height, width = GRID_SHAPES["outer_fine"]
@@ -395,6 +407,8 @@ def flat_to_outer_fine(
 
 def outer_fine_to_flat(fine: torch.Tensor, out: torch.Tensor, extensive_channels=(0,)) -> torch.Tensor:
     """Inverse of the unpooled fine map into out (in place): extensive = sum over cells, else mean."""
+    import torch
+
     _check_flat(out, "out", 3)
     height, width = GRID_SHAPES["outer_fine"]
     if fine.ndim != 4 or tuple(fine.shape[2:]) != (height, width):

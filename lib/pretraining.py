@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from lib.config import MAEConfig
 from lib.engine import StepOutput, load_checkpoint
 from lib.engine.distributed import DistInfo
+from lib.layout import ENCODER_EXPORT_PATTERN
 from lib.losses import ReconstructionLoss
 from lib.models.mae import XECMAE
 from lib.transfer import save_encoder
@@ -65,7 +66,7 @@ class MAETask:
 
     def export(self, model: nn.Module, run_dir: Path, tag: str) -> None:
         """Write encoder_<tag>.pt: encoder weights + the model and normalization config."""
-        path = Path(run_dir) / f"encoder_{tag}.pt"
+        path = Path(run_dir) / ENCODER_EXPORT_PATTERN.format(tag=tag)
         save_encoder(model.mae.encoder, self.cfg.model, self.cfg.normalization, path,
                      source={"run_name": self.cfg.checkpoint.run_name, "tag": tag})
         log.info("exported %s", path)

@@ -22,13 +22,13 @@ from lib.engine.checkpoint import check_resume_compatible
 from lib.engine.distributed import DistInfo
 from lib.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
 from lib.engine.trainer import NonFiniteLossError
+from lib.layout import DONE_NAME, USAGE_ERROR_EXIT_CODE
 from lib.transfer import TransferError
 
 log = logging.getLogger(__name__)
 
 USAGE_ERRORS = (ConfigError, DataError, CheckpointError, RunDirError, TransferError)
 """Errors caused by the user's input: reported as a message (no traceback), exit code 2."""
-DONE_NAME = "DONE"
 
 BuildFn = Callable[[Any, DistInfo, Any], tuple[Any, Any]]
 FinishFn = Callable[[Any, DistInfo, dict[str, Any], Any, Any], None]
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None, root: type, description: str, build: BuildF
         run_training(cfg, build, finish)
     except USAGE_ERRORS as exc:
         log.error("%s", exc)
-        return 2
+        return USAGE_ERROR_EXIT_CODE
     except NonFiniteLossError as exc:
         log.error("%s", exc)
         return 1

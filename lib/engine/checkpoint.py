@@ -16,11 +16,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from lib.layout import BEST_NAME, LAST_NAME
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "xecmae-checkpoint"
-LAST_NAME = "last.pt"
-BEST_NAME = "best.pt"
 EPOCH_PATTERN = "epoch_*.pt"
 
 

@@ -10,10 +10,10 @@ import logging
 import signal
 import threading
 
+from lib.layout import PREEMPTED_EXIT_CODE
+
 log = logging.getLogger(__name__)
 
-PREEMPTED_EXIT_CODE = 75
-"""Exit status of a training process that stopped on a preemption signal after writing last.pt."""
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 

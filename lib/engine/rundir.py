@@ -13,10 +13,7 @@ from lib.engine.distributed import DistInfo, broadcast_object
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.yaml"
-LOG_NAME = "train.log"
-HISTORY_NAME = "training_history.json"
-CHECKPOINT_DIR = "checkpoints"
+from lib.layout import CHECKPOINT_DIR, CONFIG_NAME, HISTORY_NAME, LAST_NAME, LOG_NAME  # noqa: F401 (re-exported)
 _LOG_HANDLER_TAG = "_xecmae_run_log"
 
 

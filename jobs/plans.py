@@ -1,0 +1,190 @@
+"""Submission plans: resolve and validate every config of a submission before anything is submitted.
+
+A `RunPlan` is one training run: its resolved config (checkpoint.auto_resume true, so a
+requeued job continues from last.pt), its run directory and the run it waits for. Plans are
+built for a single run, a chain (MAE then regressor on the MAE's exported encoder) or a sweep
+(one run per grid / list point). Data, resume and encoder paths are checked to exist here,
+except an encoder that a chained job will produce.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobs.knobs import JobError, JobOptions, Knobs
+from jobs.launch import ENTRY_MODULES, LaunchSpec
+from jobs.layout import RunLayout
+from lib.config import ROOTS, RunConfig, load_config
+from lib.data.files import DataError, expand_inputs
+
+DEFAULT_CONFIGS = {"mae": "config/mae/mae_config.yaml", "reg": "config/reg/train_config.yaml"}
+"""Config file used when neither the command line nor the environment names one."""
+RESUMED = "checkpoint.auto_resume=true"
+_GRACE_MARGIN_S = 15
+_MIN_GRACE_S = 10
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One training run to submit."""
+
+    kind: str
+    """Config root: "mae" or "reg"."""
+    cfg: RunConfig
+    config_file: str
+    """The YAML file the config was resolved from."""
+    overrides: tuple[str, ...] = ()
+    """The --set overrides of this run (a sweep point's own overrides come last)."""
+    after: int | None = None
+    """Index of the plan this run waits for (SLURM afterok), or None."""
+    produced_inputs: tuple[str, ...] = field(default=())
+    """Paths that the run it waits for will create (not checked to exist)."""
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout.of(self.cfg)
+
+    @property
+    def run_name(self) -> str:
+        return self.cfg.checkpoint.run_name
+
+
+def _load(kind: str, config_file: str, overrides: Sequence[str], knob_values: Mapping[str, Any]) -> RunConfig:
+    """The config of `kind` from `config_file` + knobs + overrides, with auto_resume switched on."""
+    if not Path(config_file).is_file():
+        raise JobError(f"config file not found: {config_file}; pass an existing YAML file as the first "
+                       f"argument or in the CONFIG environment variable (default {DEFAULT_CONFIGS[kind]})")
+    return load_config(config_file, [*overrides, RESUMED], root=ROOTS[kind], cli=knob_values)
+
+
+def _check_inputs(plan: RunPlan) -> None:
+    """Raise JobError unless every input path the run needs exists (chained outputs excepted)."""
+    cfg = plan.cfg
+    where = f"run {plan.run_name!r} ({plan.config_file})"
+    if cfg.data.train_path is None:
+        raise JobError(f"{where}: data.train_path is not set; set it in the config or --set data.train_path=PATH")
+    for key in ("train_path", "val_path"):
+        spec = getattr(cfg.data, key)
+        if spec is not None:
+            try:
+                expand_inputs(spec, config_key=f"data.{key}")
+            except DataError as err:
+                raise JobError(f"{where}: {err}") from None
+    required = {"checkpoint.resume_from": cfg.checkpoint.resume_from}
+    if plan.kind == "reg":
+        required["model.pretrained_encoder"] = cfg.model.pretrained_encoder
+    for key, path in required.items():
+        if path is not None and path not in plan.produced_inputs and not Path(path).is_file():
+            raise JobError(f"{where}: {key} = {path} does not exist; fix the path or remove the key")
+
+
+def _check_run_dir(plan: RunPlan, force: bool) -> None:
+    """Refuse an existing run directory unless `force` (a finished run says so)."""
+    layout = plan.layout
+    if not layout.run_dir.exists() or force:
+        return
+    if layout.done.exists():
+        raise JobError(f"run {plan.run_name!r} already finished ({layout.done} exists); choose another "
+                       "RUN_NAME, or set FORCE=1 (--force) to run it again from its last checkpoint")
+    raise JobError(f"run directory {layout.run_dir} already exists; choose another RUN_NAME, or set FORCE=1 "
+                   "(--force) to submit into it (it continues from its checkpoints/last.pt if there is one)")
+
+
+def validate_plans(plans: Sequence[RunPlan], options: JobOptions) -> None:
+    """Check inputs and run directories of every plan; run directories must be distinct."""
+    seen: dict[Path, str] = {}
+    for plan in plans:
+        run_dir = plan.layout.run_dir.resolve()
+        if run_dir in seen:
+            raise JobError(f"runs {seen[run_dir]!r} and {plan.run_name!r} would share the run directory "
+                           f"{plan.layout.run_dir}; give them different run names")
+        seen[run_dir] = plan.run_name
+        _check_inputs(plan)
+        _check_run_dir(plan, options.force)
+
+
+def plan_single(kind: str, config_file: str, overrides: Sequence[str], knobs: Knobs) -> list[RunPlan]:
+    """One run of `kind`."""
+    cfg = _load(kind, config_file, overrides, knobs.config_values)
+    return [RunPlan(kind, cfg, config_file, tuple(overrides))]
+
+
+def _named(knobs: Knobs, run_name: str | None) -> dict[str, Any]:
+    values = {k: v for k, v in knobs.config_values.items() if k != "checkpoint.run_name"}
+    if run_name is not None:
+        values["checkpoint.run_name"] = run_name
+    return values
+
+
+def _refuse_resume_from(knobs: Knobs, what: str) -> None:
+    if "checkpoint.resume_from" in knobs.config_values:
+        raise JobError(f"{knobs.sources['checkpoint.resume_from']}: RESUME_FROM names one checkpoint and cannot "
+                       f"apply to a {what}; resume single runs with run_mae.sh / run_regressor.sh")
+
+
+def plan_chain(mae_file: str, reg_file: str, mae_overrides: Sequence[str], reg_overrides: Sequence[str],
+               knobs: Knobs) -> list[RunPlan]:
+    """MAE pretraining, then the regressor fine-tuned from its encoder_best.pt (afterok).
+
+    RUN_NAME, when given, names the two runs <RUN_NAME>_mae and <RUN_NAME>_reg.
+    """
+    _refuse_resume_from(knobs, "chain")
+    prefix = knobs.config_values.get("checkpoint.run_name")
+    mae_cfg = _load("mae", mae_file, mae_overrides, _named(knobs, prefix and f"{prefix}_mae"))
+    encoder = str(RunLayout.of(mae_cfg).encoder_export)
+    reg_values = {**_named(knobs, prefix and f"{prefix}_reg"), "model.pretrained_encoder": encoder}
+    reg_cfg = _load("reg", reg_file, reg_overrides, reg_values)
+    return [RunPlan("mae", mae_cfg, mae_file, tuple(mae_overrides)),
+            RunPlan("reg", reg_cfg, reg_file, tuple(reg_overrides), after=0, produced_inputs=(encoder,))]
+
+
+def sweep_points(grid: Sequence[str], points: Sequence[str]) -> list[list[str]]:
+    """Override lists of a sweep: the product of `--grid key=v1,v2` items, or one per `--points` string."""
+    if bool(grid) == bool(points):
+        raise JobError("a sweep needs either --grid key=v1,v2 (repeatable) or --points 'key=v ...' (one per "
+                       "point), not both and not neither")
+    if points:
+        return [shlex.split(point) for point in points]
+    axes = []
+    for item in grid:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise JobError(f"invalid --grid {item!r}: expected section.key=v1,v2, e.g. training.lr=1e-4,3e-4")
+        axes.append([f"{key}={value}" for value in values.split(",")])
+    return [list(combo) for combo in itertools.product(*axes)]
+
+
+def plan_sweep(kind: str, config_file: str, overrides: Sequence[str], point_overrides: Sequence[Sequence[str]],
+               knobs: Knobs) -> list[RunPlan]:
+    """One run per point, named <base>_<i> (base: RUN_NAME, else the config's run name)."""
+    _refuse_resume_from(knobs, "sweep")
+    base = _load(kind, config_file, overrides, knobs.config_values).checkpoint.run_name
+    plans = []
+    for index, point in enumerate(point_overrides):
+        merged = (*overrides, *point)
+        cfg = _load(kind, config_file, merged, _named(knobs, f"{base}_{index}"))
+        plans.append(RunPlan(kind, cfg, config_file, merged))
+    return plans
+
+
+def launch_spec(plan: RunPlan, options: JobOptions, entry: str | None = None) -> LaunchSpec:
+    """How the job of `plan` starts its trainer: GPUs per node from the config, or CPU_PROCS processes."""
+    slurm = plan.cfg.slurm
+    cpu = options.cpu_procs is not None
+    if not cpu and slurm.num_gpus == 0:
+        raise JobError(f"{plan.config_file}: slurm.num_gpus is 0; a GPU job needs at least 1 GPU per node; "
+                       "for a CPU-only job set CPU_PROCS=N (or --cpu-procs N)")
+    return LaunchSpec(
+        entry=entry or ENTRY_MODULES[plan.kind],
+        config=str(plan.layout.config.resolve()),
+        workdir=os.getcwd(),
+        procs_per_node=options.cpu_procs if cpu else slurm.num_gpus,
+        nodes=slurm.nodes,
+        cpu=cpu,
+        grace_s=max(slurm.signal_delay_s - _GRACE_MARGIN_S, _MIN_GRACE_S),
+    )

@@ -1,0 +1,157 @@
+"""Submit training jobs: `python -m jobs.submit {mae,regressor,chain,sweep,status} ...`.
+
+    python -m jobs.submit mae [CONFIG] [--set key=value ...] [knob flags]
+    python -m jobs.submit regressor [CONFIG] ...
+    python -m jobs.submit chain [MAE_CONFIG [REG_CONFIG]] [--mae-set k=v] [--reg-set k=v] [--set k=v]
+    python -m jobs.submit sweep [CONFIG] [--kind mae|reg] (--grid key=v1,v2 ... | --points "k=v k2=v" ...)
+    python -m jobs.submit status RUN [--save-dir DIR] [--lines N]
+
+Every config is resolved and validated (same schema as training) and every input path
+checked before anything is submitted; with DRY_RUN=1 (--dry-run) nothing is submitted or
+created and the exit status says whether a real submission would be accepted. Knobs
+(PARTITION, TIME, NUM_GPUS, ..., see jobs/knobs.py) come from the environment or flags.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from jobs import executors
+from jobs.dryrun import dry_run_report, render_scripts
+from jobs.executors import RunFailedError, Submitted
+from jobs.knobs import JobError, JobOptions, add_knob_flags, resolve_knobs
+from jobs.launch import LaunchSpec
+from jobs.plans import (
+    DEFAULT_CONFIGS, RunPlan, launch_spec, plan_chain, plan_single, plan_sweep, sweep_points, validate_plans,
+)
+from jobs.status import status_report, summary
+from lib.config import CheckpointConfig, ConfigError
+
+log = logging.getLogger("jobs.submit")
+
+KIND_OF_COMMAND = {"mae": "mae", "regressor": "reg"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser with its sub-commands."""
+    parser = argparse.ArgumentParser(prog="python -m jobs.submit", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override (repeatable), e.g. --set training.epochs=1")
+    common.add_argument("--entry", metavar="MODULE",
+                        help="python module to train with instead of lib.train_<kind> (for tests)")
+    add_knob_flags(common)
+    for name, kind in KIND_OF_COMMAND.items():
+        single = commands.add_parser(name, parents=[common], help=f"submit one {name} run")
+        single.add_argument("config", nargs="?", help=f"YAML config [env CONFIG; default {DEFAULT_CONFIGS[kind]}]")
+    chain = commands.add_parser("chain", parents=[common], help="MAE pretraining, then the regressor on its encoder")
+    chain.add_argument("mae_config", nargs="?", help=f"[env MAE_CONFIG; default {DEFAULT_CONFIGS['mae']}]")
+    chain.add_argument("reg_config", nargs="?", help=f"[env REG_CONFIG; default {DEFAULT_CONFIGS['reg']}]")
+    chain.add_argument("--mae-set", action="append", default=[], metavar="KEY=VALUE", help="override of the MAE run")
+    chain.add_argument("--reg-set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override of the regressor run")
+    sweep = commands.add_parser("sweep", parents=[common], help="one run per point, as one job array")
+    sweep.add_argument("config", nargs="?", help="YAML config [env CONFIG; default: that of --kind]")
+    sweep.add_argument("--kind", choices=sorted(DEFAULT_CONFIGS), default="mae", help="run kind (default mae)")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="one sweep axis (repeatable; points = all combinations)")
+    sweep.add_argument("--points", nargs="+", default=[], metavar="'KEY=V ...'",
+                       help="explicit points, each a quoted list of overrides")
+    status = commands.add_parser("status", help="job ids, states, last log lines and artifacts of a run")
+    status.add_argument("run", help="run name (under --save-dir) or run directory")
+    status.add_argument("--save-dir", default=CheckpointConfig.model_fields["save_dir"].default,
+                        help="parent folder of the runs (default: the schema's checkpoint.save_dir)")
+    status.add_argument("--lines", type=int, default=15, help="log lines to show (default 15)")
+    return parser
+
+
+def _config_path(given: str | None, env: Mapping[str, str], variable: str, kind: str) -> str:
+    return given or env.get(variable) or DEFAULT_CONFIGS[kind]
+
+
+def _plans(args: argparse.Namespace, env: Mapping[str, str], knobs) -> list[RunPlan]:
+    if args.command in KIND_OF_COMMAND:
+        kind = KIND_OF_COMMAND[args.command]
+        return plan_single(kind, _config_path(args.config, env, "CONFIG", kind), args.overrides, knobs)
+    if args.command == "chain":
+        return plan_chain(_config_path(args.mae_config, env, "MAE_CONFIG", "mae"),
+                          _config_path(args.reg_config, env, "REG_CONFIG", "reg"),
+                          [*args.overrides, *args.mae_set], [*args.overrides, *args.reg_set], knobs)
+    points = sweep_points(args.grid, args.points)
+    return plan_sweep(args.kind, _config_path(args.config, env, "CONFIG", args.kind), args.overrides, points, knobs)
+
+
+def _sweep_folder(plans: Sequence[RunPlan]) -> tuple[Path, str]:
+    """Logs folder and job name of a sweep's job array: <save_dir>/<base>_sweep/logs."""
+    base = plans[0].run_name.rsplit("_", 1)[0]
+    return plans[0].layout.run_dir.parent / f"{base}_sweep" / "logs", f"{base}_sweep"
+
+
+def _submit(args: argparse.Namespace, plans: list[RunPlan], specs: list[LaunchSpec], executor: str,
+            options: JobOptions) -> int:
+    """Submit (or run locally), print what was submitted; wait and summarise when asked or local."""
+    submitted: list[Submitted] = []
+    if executor == "local":
+        for plan, spec in zip(plans, specs):
+            print(f"running {plan.kind} run {plan.run_name!r} locally; logs in {plan.layout.logs}", flush=True)
+            submitted.append(executors.run_local(plan, spec))
+    elif args.command == "sweep":
+        folder, job_name = _sweep_folder(plans)
+        submitted = executors.submit_slurm_array(plans, specs, folder, job_name)
+    else:
+        submitted = executors.submit_slurm(plans, specs)
+    for item in submitted:
+        after = f", after job {submitted[item.plan.after].job_id} (afterok)" if item.plan.after is not None else ""
+        done = "submitted" if item.executor == "slurm" else "ran"
+        print(f"{done} {item.plan.kind} run {item.plan.run_name!r} as {item.executor} job {item.job_id}{after}; "
+              f"logs: {item.log_folder}/{item.job_id}_0_log.out|err")
+    if executor == "slurm" and not options.wait:
+        print(f"follow with: python -m jobs.submit status {submitted[0].plan.run_name}")
+        return 0
+    if executor == "slurm":
+        executors.wait_slurm([item.job_id for item in submitted])
+    for item in submitted:
+        print("\n".join(summary(item.plan.layout, item.plan.kind)))
+    return 0 if all(item.plan.layout.done.exists() for item in submitted) else 1
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Resolve, validate, then dry-run or submit; returns the exit status."""
+    if args.command == "status":
+        print(status_report(args.run, args.save_dir, args.lines))
+        return 0
+    knobs = resolve_knobs(vars(args), env)
+    options = knobs.options
+    plans = _plans(args, env, knobs)
+    validate_plans(plans, options)
+    specs = [launch_spec(plan, options, args.entry) for plan in plans]
+    executor = executors.choose_executor(options.executor)
+    array = _sweep_folder(plans) if args.command == "sweep" and executor == "slurm" else None
+    scripts = render_scripts(plans, specs, executor, array)
+    if options.dry_run:
+        print(dry_run_report(plans, specs, executor, scripts, options))
+        return 0
+    return _submit(args, plans, specs, executor, options)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Command-line entry; bad input exits 2 with a message, a failed run exits 1."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args, os.environ if env is None else env)
+    except (JobError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RunFailedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

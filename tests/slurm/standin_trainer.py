@@ -1,0 +1,65 @@
+"""Stand-in for lib.train_mae / lib.train_regressor in the job-suite tests (no torch, runs in ~1 s).
+
+`python -m tests.slurm.standin_trainer --config RUN_DIR/config.yaml` follows the trainer's
+contract: run directory from checkpoint.save_dir / run_name, training.epochs steps of
+STANDIN_STEP_S seconds, checkpoints/last.pt (JSON, written atomically) after every step and
+resumed from, SIGUSR1 / SIGTERM -> write last.pt and exit 75, DONE-free success exit 0 with
+training_history.json (and encoder_best.pt for an MAE config). Every start appends the step
+it starts from to starts.txt; STANDIN_FAIL=1 makes it exit 3.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from lib.layout import PREEMPTED_EXIT_CODE
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args()
+    cfg = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+    run_dir = Path(cfg["checkpoint"]["save_dir"]) / cfg["checkpoint"]["run_name"]
+    last = run_dir / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True, exist_ok=True)
+    stop = []
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.append(signum))
+    step = json.loads(last.read_text(encoding="utf-8"))["step"] if last.exists() else 0
+    with (run_dir / "starts.txt").open("a", encoding="utf-8") as handle:
+        handle.write(f"{step}\n")
+    if os.environ.get("STANDIN_FAIL") == "1":
+        print("standin: failing on purpose", file=sys.stderr)
+        return 3
+    step_s = float(os.environ.get("STANDIN_STEP_S", "0.02"))
+    total = cfg["training"]["epochs"]
+    while step < total:
+        time.sleep(step_s)
+        step += 1
+        _write(last, json.dumps({"step": step}))
+        if stop:
+            print(f"standin: signal {stop[0]} at step {step}", file=sys.stderr)
+            return PREEMPTED_EXIT_CODE
+    _write(run_dir / "training_history.json", json.dumps([{"epoch": total, "global_step": step, "val/loss": 0.5}]))
+    if "tasks" not in cfg:
+        _write(run_dir / "encoder_best.pt", "encoder")
+    (run_dir / "train.log").write_text(f"standin trained {step} steps\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
