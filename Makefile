@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= artifacts/demo_data
 
-.PHONY: setup demo test clean-demo
+.PHONY: setup demo test
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Each `make demo` makes new runs (demo_<time>_mae, _reg, _scratch); the data set is simulated once.
+DEMO_RUN := demo_$(shell date -u +%Y%m%d_%H%M%S)
+DEMO_JOB := PYTHON=$(PY) EXECUTOR=auto CPU_PROCS=1 WAIT=1
+
 demo: setup
-	$(PY) -m lib.data.simulate --config config/sim/demo.yaml --out $(DEMO_DIR) --seed 1
-	$(PY) -m lib.data.bench --input $(DEMO_DIR)/train
+	test -d $(DEMO_DIR)/train || $(PY) -m lib.data.simulate --config config/sim/demo.yaml --out $(DEMO_DIR)/train --seed 1
+	test -d $(DEMO_DIR)/val || $(PY) -m lib.data.simulate --config config/sim/demo.yaml --out $(DEMO_DIR)/val --events 1000 --shards 1 --seed 2
+	$(DEMO_JOB) RUN_NAME=$(DEMO_RUN) ./jobs/run_chain.sh config/mae/mae_demo.yaml config/reg/reg_demo.yaml
+	$(DEMO_JOB) RUN_NAME=$(DEMO_RUN)_scratch ./jobs/run_regressor.sh config/reg/reg_demo.yaml
+	$(PY) macros/compare_runs.py artifacts/$(DEMO_RUN)_reg artifacts/$(DEMO_RUN)_scratch
+	@echo "artifacts: artifacts/$(DEMO_RUN)_mae artifacts/$(DEMO_RUN)_reg artifacts/$(DEMO_RUN)_scratch; MLflow: sqlite:///$(CURDIR)/artifacts/mlflow.db"
 
 test: setup
 	$(PY) -m pytest
