@@ -20,6 +20,8 @@ from lib.transfer import save_encoder
 log = logging.getLogger(__name__)
 
 PREDICTIONS_NAME = "mae_predictions_val.root"
+HEADLINE_METRICS = ("total_loss", "loss_npho", "loss_time", "actual_mask_ratio")
+"""Metrics drawn as learning curves at the end of a run (the full set is in training_history.json)."""
 
 
 class MAEModel(nn.Module):
@@ -112,7 +114,7 @@ def finish(cfg: MAEConfig, dist: DistInfo, result: dict[str, Any], task: MAETask
 
     history = Path(result["run_dir"]) / "training_history.json"
     if history.exists():
-        plot_learning_curves(load_history(history), Path(result["run_dir"]) / "plots")
+        plot_learning_curves(load_history(history), Path(result["run_dir"]) / "plots", HEADLINE_METRICS)
     n = cfg.training.num_val_predictions
     if val_loader is None or n == 0:
         return

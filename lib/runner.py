@@ -19,6 +19,7 @@ from lib.engine import (
     load_checkpoint, prepare_run_dir, run_dir_path, seed_everything,
 )
 from lib.engine.checkpoint import check_resume_compatible
+from lib.engine.rundir import detach_log_file
 from lib.engine.distributed import DistInfo
 from lib.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
 from lib.engine.trainer import NonFiniteLossError
@@ -67,6 +68,7 @@ def run_training(cfg: Any, build: BuildFn, finish: FinishFn) -> dict[str, Any]:
             (Path(run_dir) / DONE_NAME).write_text("finished\n", encoding="utf-8")
         return result
     finally:
+        detach_log_file()
         cleanup()
 
 

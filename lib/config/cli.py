@@ -57,8 +57,8 @@ def _flag_options(root: type[BaseModel], dotted_key: str) -> dict[str, Any]:
         options["action"] = argparse.BooleanOptionalAction
     elif get_origin(annotation) is Literal:
         options["metavar"] = "{" + ",".join(map(str, get_args(annotation))) + "}"
-    elif any(get_origin(kind) is list for kind in get_args(annotation)):
-        options["nargs"] = "+"
+    elif get_origin(annotation) is dict or any(get_origin(kind) is list for kind in get_args(annotation)):
+        options["nargs"] = "+"  # a list, or a mapping given as a list of names (e.g. --tasks energy position)
     elif annotation in (int, float):
         options["type"] = annotation
         options["metavar"] = annotation.__name__.upper()

@@ -44,10 +44,8 @@ def _refusal(run_dir: Path, cfg: Any, resuming: bool) -> str | None:
 
 def attach_log_file(path: Path) -> logging.Handler:
     """Send INFO+ records of the root logger to `path` (replacing the handler of an earlier run)."""
+    detach_log_file()
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, _LOG_HANDLER_TAG, False)]:
-        root.removeHandler(handler)
-        handler.close()
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -56,6 +54,14 @@ def attach_log_file(path: Path) -> logging.Handler:
     if logging.getLogger("lib").getEffectiveLevel() > logging.INFO:
         logging.getLogger("lib").setLevel(logging.INFO)
     return handler
+
+
+def detach_log_file() -> None:
+    """Stop writing the root logger into a run's train.log (at the end of a run)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, _LOG_HANDLER_TAG, False)]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def prepare_run_dir(cfg: Any, dist: DistInfo, resuming: bool) -> Path:

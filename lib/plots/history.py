@@ -69,12 +69,15 @@ def _series(history: Sequence[Mapping[str, Any]], key: str) -> list[tuple[Any, A
     return [(record.get("epoch", i + 1), record[key]) for i, record in enumerate(history) if key in record]
 
 
-def plot_learning_curves(history: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike) -> list[Path]:
-    """curve_<metric>.png per metric found under train/ or val/ (both curves where both exist),
-    log-y for positive losses; lr.png when the records hold "lr"."""
+def plot_learning_curves(history: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike,
+                         metrics: Sequence[str] | None = None) -> list[Path]:
+    """curve_<metric>.png per metric found under train/ or val/ (both curves where both exist; only
+    `metrics` when given), log-y for positive losses; lr.png when the records hold "lr"."""
     saved: list[Path] = []
     out_dir = Path(out_dir)
     for name in _metric_names(history):
+        if metrics is not None and name not in metrics:
+            continue
         curves = {split: _series(history, f"{split}/{name}") for split in _SPLITS}
         values = [value for points in curves.values() for _, value in points]
         with figure(out_dir / f"curve_{name.replace('/', '_')}.png", saved) as (fig, ax):

@@ -171,6 +171,12 @@ def plot_pred_vs_truth(
     return saved
 
 
+def _headline_metrics(history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Losses and 68 % resolutions: the curves worth a figure (everything is in the history file)."""
+    names = {key.partition("/")[2] for record in history for key in record}
+    return sorted(n for n in names if n.endswith(("loss", "_w68", "_68", "_pct", "_deg")) or n.startswith("loss_"))
+
+
 def make_regression_plots(
     pred_file: str | os.PathLike, out_dir: str | os.PathLike, history: Sequence[Mapping[str, Any]] | None = None
 ) -> list[Path]:
@@ -182,6 +188,6 @@ def make_regression_plots(
         *plot_pred_vs_truth(arrays, metadata, out_dir),
     ]
     if history:
-        saved += plot_learning_curves(history, out_dir)
+        saved += plot_learning_curves(history, out_dir, _headline_metrics(history))
     log.info("wrote %d plots to %s", len(saved), out_dir)
     return saved

@@ -1,0 +1,184 @@
+"""End to end: MAE encoder -> `python -m lib.train_regressor` in-process on tiny simulated data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import uproot
+
+import lib.plots.regression
+from lib import train_regressor
+from lib.config import RegressorConfig, load_config, load_resolved, parse_args, to_dict
+from lib.engine import load_checkpoint
+from lib.engine.checkpoint import save_checkpoint
+from lib.models.regressor import Regressor
+from tests.fixtures_e2e import (
+    REG_CONFIG, STEPS_PER_EPOCH, TRAIN_EVENTS, VAL_EVENTS, E2EData, detach_run_logs, e2e_data, e2e_env, isolate_run,
+    mae_run, mlflow_client, new_save_dir, one_thread, read_history, refused_at_parse_message, refused_message, reg_args,
+    save_dir, write_npz_shard,  # noqa: F401 (fixtures)
+)
+
+pytestmark = pytest.mark.usefixtures("e2e_env")
+HEADLINE = ("E_rel_w68_pct", "dist3d_68")
+CHEAP = ("--epochs", "1", "--set", "data.val_path=null", "--set", "mlflow.enabled=false")
+"""One epoch, no validation (so no final evaluation), no tracking: for runs that only need to start."""
+
+
+def _refused(caplog, argv: list[str]) -> str:
+    return refused_message(train_regressor.main, caplog, argv)
+
+
+def _refused_at_parse(capsys, argv: list[str]) -> str:
+    return refused_at_parse_message(train_regressor.main, capsys, argv)
+
+
+def _with_train_path(data: E2EData, train: Path) -> E2EData:
+    return E2EData(train, data.val, data.mlflow_template)
+
+
+# ------------------------------------------------------------------------------------------------ e2e
+@pytest.fixture(scope="module")
+def reg_run(tmp_path_factory, e2e_data, mae_run, one_thread) -> tuple[Path, Path, int]:
+    """Regressor (demo config: tasks energy + position) fine-tuned for 2 epochs from the MAE run's encoder_best.pt.
+
+    Returns (run_dir, encoder path, exit code)."""
+    save = new_save_dir(tmp_path_factory.mktemp("reg_run"), e2e_data)
+    encoder = mae_run.run_dir / "encoder_best.pt"
+    with pytest.MonkeyPatch.context() as patch:
+        isolate_run(patch, plots=True)
+        patch.setattr(lib.plots.regression, "plot_learning_curves", lambda *args, **kwargs: [])  # tested on MAE
+        code = train_regressor.main(reg_args(e2e_data, save, "reg_e2e", "--epochs", "2",
+                                             "--pretrained_encoder", str(encoder)))
+    detach_run_logs()
+    return save / "reg_e2e", encoder, code
+
+
+def test_fine_tuning_writes_predictions_metrics_and_plots(reg_run):
+    run_dir, encoder, code = reg_run
+    assert code == 0 and (run_dir / "DONE").is_file()
+    with uproot.open(run_dir / "predictions" / "predictions_val.root") as file:
+        tree = file["tree"].arrays(library="np")
+        assert file["metadata"].num_entries > 0
+    for output in ("E", "u", "v", "w"):
+        assert len(tree[f"truth_{output}"]) == VAL_EVENTS
+        np.testing.assert_allclose(tree[f"error_{output}"], tree[f"pred_{output}"] - tree[f"truth_{output}"],
+                                   rtol=1e-6, atol=1e-9)
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for method in ("regressor", "baseline"):
+        assert set(HEADLINE) <= set(metrics[method]), method
+    relative_pct = 100 * tree["error_E"] / tree["truth_E"]
+    low, high = np.percentile(relative_pct, [15.865, 84.135])
+    assert metrics["regressor"]["E_rel_w68_pct"] == pytest.approx((high - low) / 2, rel=1e-5)
+    distance = np.sqrt(sum(tree[f"error_{c}"].astype(np.float64) ** 2 for c in "uvw"))
+    assert metrics["regressor"]["dist3d_68"] == pytest.approx(np.percentile(distance, 68.27), rel=1e-5)
+    assert list((run_dir / "plots").glob("*.png"))
+
+    report = json.loads((run_dir / "pretrained_encoder.json").read_text())
+    assert Path(report["path"]) == encoder
+    assert report["missing_keys"] == [] and report["unexpected_keys"] == []
+    cfg = load_resolved(run_dir / "config.yaml", RegressorConfig)
+    assert Path(cfg.model.pretrained_encoder) == encoder and list(cfg.tasks) == ["energy", "position"]
+
+
+def test_fine_tuning_logs_final_and_baseline_metrics_to_mlflow(reg_run):
+    run_dir = reg_run[0]
+    run = mlflow_client(run_dir.parent).get_run(load_checkpoint(run_dir / "checkpoints" / "last.pt")["mlflow_run_id"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in HEADLINE:
+        assert run.data.metrics[f"final/{key}"] == pytest.approx(metrics["regressor"][key])
+        assert run.data.metrics[f"baseline/{key}"] == pytest.approx(metrics["baseline"][key])
+    assert run.info.status == "FINISHED"
+
+
+def test_final_evaluation_covers_every_validation_event(e2e_data, save_dir):
+    batch = 12  # does not divide the 16 validation events
+    args = [*reg_args(e2e_data, save_dir, "all_val", "--epochs", "1", "--batch_size", str(batch)),
+            "--set", "mlflow.enabled=false", "--set", "baseline.enabled=false"]
+    assert train_regressor.main(args) == 0
+    with uproot.open(save_dir / "all_val" / "predictions" / "predictions_val.root") as file:
+        assert file["tree"].num_entries == VAL_EVENTS
+
+
+# --------------------------------------------------------------------------------------------- resume
+def test_resume_continues_the_epoch_count(e2e_data, save_dir):
+    args = [*reg_args(e2e_data, save_dir, "r"), *CHEAP]
+    assert train_regressor.main(args) == 0
+    last = save_dir / "r" / "checkpoints" / "last.pt"
+    assert train_regressor.main([*args, "--epochs", "2", "--resume_from", str(last)]) == 0
+    checkpoint = load_checkpoint(last)
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (2, 2 * STEPS_PER_EPOCH)
+    assert [r["epoch"] for r in read_history(save_dir / "r")] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_tasks_flag_selects_several_tasks():
+    cfg, _ = parse_args(["--config", str(REG_CONFIG), "--tasks", "energy", "timing"], root=RegressorConfig,
+                        extra_flags=train_regressor.EXTRA_FLAGS)
+    assert list(cfg.tasks) == ["energy", "timing"]
+
+
+@pytest.mark.parametrize("tasks, expected", [("[]", "selection is empty"), ("[energi]", "did you mean 'energy'")],
+                         ids=["empty", "misspelt"])
+def test_bad_task_selection_is_refused(e2e_data, save_dir, capsys, tasks, expected):
+    message = _refused_at_parse(capsys, reg_args(e2e_data, save_dir, "tasks", "--set", f"tasks={tasks}"))
+    assert expected in message
+    assert not (save_dir / "tasks").exists()
+
+
+def test_missing_truth_branch_of_a_selected_task_is_refused(e2e_data, save_dir, tmp_path, caplog):
+    write_npz_shard(tmp_path / "no_energy" / "shard_0000.npz", TRAIN_EVENTS, seed=3, drop=("energyTruth",))
+    data = _with_train_path(e2e_data, tmp_path / "no_energy")
+    message = _refused(caplog, reg_args(data, save_dir, "truth"))
+    assert "energyTruth" in message and "'energy'" in message
+    assert not (save_dir / "truth").exists()
+
+
+def test_missing_pretrained_encoder_is_refused_before_the_run_directory(e2e_data, save_dir, tmp_path, caplog):
+    path = tmp_path / "nowhere" / "encoder_best.pt"
+    message = _refused(caplog, reg_args(e2e_data, save_dir, "pre", "--pretrained_encoder", str(path)))
+    assert str(path) in message and "does not exist" in message
+    assert not (save_dir / "pre").exists()
+
+
+def test_regressor_checkpoint_of_another_architecture_is_refused(e2e_data, save_dir, tmp_path, caplog):
+    other = load_config(REG_CONFIG, ["model.encoder_dim=96"], root=RegressorConfig)
+    path = tmp_path / "other.pt"
+    save_checkpoint({"schema_version": other.schema_version, "config": to_dict(other),
+                     "model": Regressor(other).state_dict(), "ema": None}, path)
+    message = _refused(caplog, reg_args(e2e_data, save_dir, "arch", "--pretrained_encoder", str(path)))
+    assert "model.encoder_dim" in message and str(path) in message
+    assert not (save_dir / "arch").exists()
+
+
+def test_normalization_mismatch_is_refused_unless_allowed(e2e_data, save_dir, mae_run, caplog):
+    args = reg_args(e2e_data, save_dir, "norm", "--pretrained_encoder", str(mae_run.run_dir / "encoder_best.pt"),
+                    "--set", "normalization.npho_scale=500", *CHEAP)
+    message = _refused(caplog, args)
+    assert "normalization.npho_scale" in message and "--allow_normalization_mismatch" in message
+    assert not (save_dir / "norm").exists()
+
+    assert train_regressor.main([*args, "--allow_normalization_mismatch"]) == 0
+    report = json.loads((save_dir / "norm" / "pretrained_encoder.json").read_text())
+    assert report["normalization_differs"] == ["npho_scale"]
+
+
+def test_trainable_layers_above_the_number_of_stage_groups_is_refused(e2e_data, save_dir, caplog):
+    message = _refused(caplog, reg_args(e2e_data, save_dir, "layers", "--set", "model.trainable_layers=99"))
+    assert "model.trainable_layers=99" in message
+    assert not (save_dir / "layers").exists()
+
+
+def test_events_with_nan_truth_are_skipped_and_counted(e2e_data, save_dir, tmp_path):
+    nan_rows = (2, 17, 30)
+    write_npz_shard(tmp_path / "nan_truth" / "shard_0000.npz", TRAIN_EVENTS, seed=4, nan_energy_rows=nan_rows)
+    data = _with_train_path(e2e_data, tmp_path / "nan_truth")
+    assert train_regressor.main([*reg_args(data, save_dir, "nan"), *CHEAP]) == 0
+    (record,) = read_history(save_dir / "nan")
+    assert np.isfinite(record["train/total_loss"]) and np.isfinite(record["train/loss_energy"])
+    assert record["train/skipped_fraction"] == pytest.approx(len(nan_rows) / TRAIN_EVENTS)
+    weights = load_checkpoint(save_dir / "nan" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
