@@ -148,6 +148,7 @@ def _ddp_main(out_dir: Path) -> None:
     loss = ((ddp_model(x[rank * half:(rank + 1) * half]) - y[rank * half:(rank + 1) * half]) ** 2).mean()
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    del ddp_model  # release its reducer before the process group goes away
 
     try:
         check_same_config({"value": rank})

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from lib.geometry import HEX_NEIGHBORS, N_HEX, N_SENSORS, POSITIONS, hex_ids
+from lib.geometry import GRID_SHAPES, HEX_NEIGHBORS, N_HEX, N_SENSORS, POSITIONS, grid_ids, hex_ids
 from lib.models.blocks import DropPath, HexDepthwiseConv
 from lib.models.config import ModelConfig
-from lib.models.encoder import XECEncoder
+from lib.models.encoder import LightPool, XECEncoder
 from lib.models.mae import XECMAE
 from lib.normalization import NormalizationConfig
 
@@ -61,6 +61,8 @@ def test_tiny_preset_fills_unset_fields_and_explicit_fields_win():
         ({"predict_channels": ["time"]}, "predict_channels"),
         ({"fusion_heads": 3}, "fusion_heads"),
         ({"encoder_dmi": 64}, "encoder_dmi"),
+        ({"stem_stride": 0}, "stem_stride"),
+        ({"light_pool_heads": -1}, "light_pool_heads"),
     ],
 )
 def test_bad_config_rejected(fields, key):
@@ -69,7 +71,7 @@ def test_bad_config_rejected(fields, key):
 
 
 @pytest.mark.parametrize("fields", [{"outer_mode": "fine"}, {"outer_mode": "fine", "outer_fine_pool": (3, 5)},
-                                    {"outer_mode": "split"}])
+                                    {"outer_mode": "split"}, {"stem_stride": 1}, {"stem_stride": 3}])
 def test_masked_input_values_do_not_reach_the_encoder_output(fields):
     torch.manual_seed(0)
     encoder = XECEncoder(_tiny(**fields)).eval()
@@ -135,3 +137,93 @@ def test_stage_groups_cover_all_encoder_parameters_once_in_order():
     assert stem_ids <= group_ids[0]
     assert {id(p) for p in encoder.norm.parameters()} <= group_ids[-1]
     assert len(groups) == 1 + len(encoder.cfg.face_widths) + 1 + encoder.cfg.fusion_depth
+
+
+def _expected_coordinates() -> np.ndarray:
+    """(4760, 3) standardized (z, phi, rho) computed here from POSITIONS, phi in degrees (scale-free)."""
+    x, y, z = POSITIONS.T
+    phi = np.degrees(np.arctan2(y, x)) % 360.0
+    coords = np.stack([z, phi, np.sqrt(x**2 + y**2)], axis=1)
+    return (coords - coords.mean(0)) / coords.std(0)
+
+
+def _backbone_inputs(encoder: XECEncoder, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What each face backbone's light pool receives: name -> (B, P, C_in)."""
+    seen = {}
+    backbones = {**encoder.grid_backbones, **encoder.hex_backbones}
+    hooks = [backbone.light_pool.register_forward_hook(
+        lambda module, args, out, name=name: seen.__setitem__(name, args[0])) for name, backbone in backbones.items()]
+    with torch.no_grad():
+        encoder(x)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("fields", [{"outer_mode": "split"}, {"outer_mode": "fine", "outer_fine_pool": (3, 5)}])
+def test_coordinate_channels_hold_each_sensors_standardized_position(fields):
+    encoder = XECEncoder(_tiny(**fields))
+    x, _, _ = _batch()
+    inputs = _backbone_inputs(encoder, x)
+    expected = _expected_coordinates()
+    for name in encoder.grid_backbones:
+        if name == "outer_fine":  # each pooled cell: mean over the fine cells, each showing one sensor
+            p_phi, p_z = fields["outer_fine_pool"]
+            fine = expected[grid_ids(name)]  # (72, 45, 3)
+            height, width = GRID_SHAPES[name]
+            cells = fine.reshape(height // p_phi, p_phi, width // p_z, p_z, 3).mean(axis=(1, 3)).reshape(-1, 3)
+        else:
+            cells = expected[grid_ids(name).ravel()]
+        assert np.allclose(inputs[name][0, :, 2:].numpy(), cells, atol=1e-5), name
+        assert torch.allclose(inputs[name][:, :, :2], _grid_values(x, name, fields), atol=1e-6), name
+    for face in encoder.hex_backbones:
+        assert np.allclose(inputs[face][1, :, 2:].numpy(), expected[hex_ids(face)], atol=1e-5), face
+        assert torch.equal(inputs[face][:, :, :2], x[:, torch.from_numpy(hex_ids(face).copy())]), face
+
+
+def _grid_values(x: torch.Tensor, name: str, fields: dict) -> torch.Tensor:
+    """The data channels of grid `name` as (B, P, 2), the outer fine grid average-pooled by hand."""
+    values = x[:, torch.from_numpy(grid_ids(name).ravel().copy())]
+    if name != "outer_fine":
+        return values
+    p_phi, p_z = fields["outer_fine_pool"]
+    height, width = GRID_SHAPES[name]
+    fine = values.reshape(len(x), height // p_phi, p_phi, width // p_z, p_z, 2)
+    return fine.mean(dim=(2, 4)).reshape(len(x), -1, 2)
+
+
+def test_coordinate_channels_can_be_switched_off():
+    encoder = XECEncoder(_tiny(coord_channels=False))
+    inputs = _backbone_inputs(encoder, _batch()[0])
+    assert all(value.shape[-1] == 2 for value in inputs.values())
+
+
+def test_light_pool_is_a_softmax_weighted_mean_and_log_mean_exp_of_its_scores():
+    torch.manual_seed(0)
+    heads, n_positions = 3, 10
+    pool = LightPool(in_channels=4, heads=heads)
+    inputs = torch.randn(2, n_positions, 4)
+    visible = (torch.rand(2, n_positions, 1) > 0.3).float()
+    visible[:, 0] = 1.0
+    out = pool(inputs, visible).detach().numpy().astype(np.float64)
+    weight, bias = pool.score.weight.detach().numpy(), pool.score.bias.detach().numpy()
+    values, keep = inputs.numpy().astype(np.float64), visible[..., 0].numpy() > 0
+    for b in range(2):
+        kept = values[b][keep[b]]
+        scores = kept @ weight.T + bias  # (P_visible, heads)
+        softmax = np.exp(scores - scores.max(0)) / np.exp(scores - scores.max(0)).sum(0)
+        pooled = softmax.T @ kept  # (heads, C)
+        log_mean_exp = np.log(np.exp(scores).mean(0))
+        assert np.allclose(out[b], np.concatenate([pooled.ravel(), log_mean_exp]), atol=1e-5)
+
+
+def test_light_pool_starts_as_centroids_of_increasing_sharpness_in_npho():
+    pool = LightPool(in_channels=3, heads=4)
+    npho_weights = pool.score.weight.detach()[:, 0]
+    assert torch.all(npho_weights[1:] > npho_weights[:-1]) and torch.all(npho_weights > 0)
+    assert torch.count_nonzero(pool.score.weight.detach()[:, 1:]) == 0
+    inputs = torch.zeros(1, 5, 3)
+    inputs[0, :, 0] = torch.tensor([0.0, 0.1, 1.0, 0.6, 0.0])  # a light peak at position 2, skewed
+    inputs[0, :, 2] = torch.arange(5.0)  # its coordinate
+    centroids = pool(inputs, None)[0, :-4].reshape(4, 3)[:, 2]
+    assert torch.all((centroids[1:] - 2.0).abs() < (centroids[:-1] - 2.0).abs())

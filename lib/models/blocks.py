@@ -5,7 +5,7 @@ Masking (FCMAE-style sparse convolution, emulated densely): `visible` is a float
 after every spatial mixing (depthwise conv, graph conv), before GRN takes its
 global statistics and at the block output, so a masked position neither feeds
 anything to its neighbours nor carries anything itself. Stage transitions follow
-the same rule (see `GridDownsample`, `NodeProjection`).
+the same rule (see `GridStem`, `GridDownsample`, `NodeProjection`).
 """
 from __future__ import annotations
 
@@ -178,16 +178,38 @@ class GridDownsample(nn.Module):
         return (x, None) if visible is None else (x * visible, visible)
 
 
-class NodeProjection(nn.Module):
-    """LayerNorm + Linear width change between hex stages (nodes stay, so the mask stays)."""
+class GridStem(nn.Module):
+    """Stem of a rectangular face: non-overlapping conv (kernel = stride, per axis; 1x1 keeps the sensor
+    resolution) + LayerNorm; pads to a multiple of the stride. Masked inputs enter the conv as zeros and
+    a cell is visible if any of its sensors is (as in `GridDownsample`)."""
 
-    def __init__(self, in_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, out_dim: int, stride: tuple[int, int]):
         super().__init__()
-        self.norm = nn.LayerNorm(in_dim)
+        self.stride = stride
+        self.conv = nn.Conv2d(in_dim, out_dim, kernel_size=stride, stride=stride)
+        self.norm = LayerNorm2d(out_dim)
+
+    def forward(self, x: torch.Tensor, visible: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        pad = (0, -x.shape[3] % self.stride[1], 0, -x.shape[2] % self.stride[0])
+        if visible is not None:
+            x = x * visible
+            visible = F.max_pool2d(F.pad(visible, pad), self.stride)
+        x = self.norm(self.conv(F.pad(x, pad)))
+        return (x, None) if visible is None else (x * visible, visible)
+
+
+class NodeProjection(nn.Module):
+    """Linear width change with a LayerNorm before (between hex stages) or after it (hex stem); nodes
+    stay, so the mask stays."""
+
+    def __init__(self, in_dim: int, out_dim: int, norm_first: bool = True):
+        super().__init__()
+        self.norm_first = norm_first
+        self.norm = nn.LayerNorm(in_dim if norm_first else out_dim)
         self.linear = nn.Linear(in_dim, out_dim)
 
     def forward(self, x: torch.Tensor, visible: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = self.linear(self.norm(x))
+        x = self.linear(self.norm(x)) if self.norm_first else self.norm(self.linear(x))
         return (x, None) if visible is None else (x * visible, visible)
 
 

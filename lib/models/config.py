@@ -28,6 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "decoder_dim": 16,
         "decoder_upsample_steps": 2,
         "decoder_hex_depth": 1,
+        "stem_stride": 2,
     },
 }
 
@@ -65,6 +66,14 @@ class ModelConfig(BaseModel):
     """Channels the MAE reconstructs: ["npho", "time"] or ["npho"]."""
     drop_path: float = Field(0.0, ge=0.0, lt=1.0)
     """Maximum stochastic-depth rate (linearly increasing over the blocks of a backbone)."""
+    stem_stride: int = Field(1, ge=1)
+    """Stride (= kernel) of the rectangular faces' stem conv on each axis longer than 1; 1 keeps
+    stage 1 at full sensor resolution, 2 makes it ~4x cheaper."""
+    coord_channels: bool = True
+    """Append each sensor's standardized cylindrical (z, phi, rho) to its input channels (CoordConv)."""
+    light_pool_heads: int = Field(4, ge=0)
+    """Softmax-pooling heads over each face's input sensors (scores linear in the inputs): each adds the
+    pooled input channels and the log-mean-exp of its scores to the face token (0: off)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -1,15 +1,21 @@
 """XECEncoder: per-face backbones -> one token per face -> transformer fusion.
 
-Rectangular faces (inner, US, DS and the outer face, either as the fine 72x45 grid,
-optionally average-pooled, or as separate coarse 24x9 and dense 6x5 grids) go through
-ConvNeXt V2 stages: a 1x1 stem at full sensor resolution, then per stage a strided
-downsampling (stride 2 on each axis longer than 1, so no axis drops below 1 cell).
-The hexagonal top/bottom faces go through HexNeXt stages on the hex graph. Each
-backbone ends in a masked global mean over its visible positions and a projection to
-`encoder_dim`; the face tokens plus learned face embeddings are fused by a pre-norm
-transformer. Masking semantics are described in lib.models.blocks.
+Every sensor's input is its 2 normalized data channels (npho, time) plus, with
+`coord_channels`, its standardized cylindrical (z, phi, rho) (CoordConv), so that the
+features know where the light is. Rectangular faces (inner, US, DS and the outer face,
+either as the fine 72x45 grid, optionally average-pooled, or as separate coarse 24x9
+and dense 6x5 grids) go through ConvNeXt V2 stages: a stem conv of kernel = stride =
+`stem_stride` (1: full sensor resolution), then per stage a strided downsampling
+(stride 2 on each axis longer than 1, so no axis drops below 1 cell). The hexagonal
+top/bottom faces go through HexNeXt stages on the hex graph. Each backbone ends in a
+masked global mean over its visible positions; a `LightPool` over the face's input
+sensors adds light-weighted centroids and log light sums, which a mean of normalized
+features cannot express (position needs where the light is, energy a linear sum).
+Both are projected to `encoder_dim`; the face tokens plus learned face embeddings are
+fused by a pre-norm transformer. Masking semantics are described in lib.models.blocks;
+masked sensors get no light-pool weight.
 
-The outer fine grid treats both normalized channels as intensive (the value of a
+The outer fine grid treats all input channels as intensive (the value of a
 sensor is copied into each fine cell it covers): dividing a normalized, non-linear
 npho by a cell count has no physical meaning.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +31,7 @@ from lib.geometry import (
     GRID_SHAPES,
     HEX_NEIGHBORS,
     N_SENSORS,
+    POSITIONS,
     flat_to_grid,
     flat_to_hex,
     flat_to_outer_fine,
@@ -34,7 +42,7 @@ from lib.models.blocks import (
     ConvNeXtV2Block,
     GridDownsample,
     HexNeXtBlock,
-    LayerNorm2d,
+    GridStem,
     NodeProjection,
     Stage,
     drop_path_rates,
@@ -43,8 +51,15 @@ from lib.models.blocks import (
 from lib.models.config import ModelConfig
 
 INPUT_CHANNELS = 2  # normalized npho, normalized time
+NPHO_CHANNEL = 0
+COORD_CHANNELS = 3  # see sensor_coordinates
 HEX_FACES = ("top", "bottom")
 OUTER_GRIDS = {"fine": ("outer_fine",), "split": ("outer_coarse", "outer_dense")}
+
+
+def backbone_input_channels(cfg: ModelConfig) -> int:
+    """Channels a face backbone sees per position: the data channels, plus coordinates if enabled."""
+    return INPUT_CHANNELS + (COORD_CHANNELS if cfg.coord_channels else 0)
 
 
 def grid_token_names(outer_mode: str) -> tuple[str, ...]:
@@ -52,36 +67,88 @@ def grid_token_names(outer_mode: str) -> tuple[str, ...]:
     return ("inner", *OUTER_GRIDS[outer_mode], "us", "ds")
 
 
-class TokenHead(nn.Module):
-    """Masked mean over positions (B, P, C) -> LayerNorm -> Linear to the token width."""
+def sensor_coordinates() -> np.ndarray:
+    """(4760, 3) float32 cylindrical (z, phi, rho) of every sensor (lib.geometry.POSITIONS), each
+    standardized over all sensors; phi in [0, 2 pi), continuous over the detector (it sits around 180 deg)."""
+    x, y, z = POSITIONS.T
+    coords = np.stack([z, np.mod(np.arctan2(y, x), 2 * np.pi), np.hypot(x, y)], axis=1)
+    return ((coords - coords.mean(0)) / coords.std(0)).astype(np.float32)
 
-    def __init__(self, in_dim: int, out_dim: int):
+
+class LightPool(nn.Module):
+    """Softmax pooling of a face's input channels (B, P, C_in) by `heads` scores linear in those inputs.
+
+    Per head: the softmax-weighted mean of every input channel (with the coordinate channels, a light-
+    weighted centroid) and the log-mean-exp of the scores (with a score a * npho_normalized, a log light
+    sum for log-like npho normalizations). Masked positions get no weight. The npho weights start
+    log-spaced (2, 4, 8, ...), so the heads begin as centroids of increasing sharpness.
+    """
+
+    def __init__(self, in_channels: int, heads: int):
+        super().__init__()
+        self.score = nn.Linear(in_channels, heads)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+        with torch.no_grad():
+            self.score.weight[:, NPHO_CHANNEL] = 2.0 ** torch.arange(1, heads + 1)
+        self.out_dim = heads * (in_channels + 1)
+
+    def forward(self, inputs: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
+        scores = self.score(inputs)  # (B, P, heads)
+        if visible is None:
+            n_visible = torch.full_like(scores[:, :1], inputs.shape[1])
+        else:  # masked positions get exp(-inf) = 0; a face without visible inputs pools to zeros
+            scores = scores.masked_fill(visible == 0, float("-inf"))
+            n_visible = visible.sum(dim=1, keepdim=True).clamp_min(1.0)
+        peak = scores.detach().amax(dim=1, keepdim=True)
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+        exp_scores = torch.exp(scores - peak)
+        total = exp_scores.sum(dim=1, keepdim=True).clamp_min(1e-30)
+        pooled = torch.einsum("bph,bpc->bhc", exp_scores / total, inputs)
+        log_mean_exp = torch.log(total) + peak - torch.log(n_visible)
+        return torch.cat([pooled.flatten(1), log_mean_exp.flatten(1)], dim=1)
+
+
+class TokenHead(nn.Module):
+    """Masked mean over positions (B, P, C) -> LayerNorm, concatenated with the face's light-pool
+    summary (kept unnormalized, so magnitudes survive) -> Linear to the token width."""
+
+    def __init__(self, in_dim: int, summary_dim: int, out_dim: int):
         super().__init__()
         self.norm = nn.LayerNorm(in_dim)
-        self.proj = nn.Linear(in_dim, out_dim)
+        self.proj = nn.Linear(in_dim + summary_dim, out_dim)
 
-    def forward(self, x: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, visible: torch.Tensor | None, summary: torch.Tensor) -> torch.Tensor:
         if visible is None:
             pooled = x.mean(dim=1)
         else:
             pooled = (x * visible).sum(dim=1) / visible.sum(dim=1).clamp_min(1.0)
-        return self.proj(self.norm(pooled))
+        return self.proj(torch.cat([self.norm(pooled), summary], dim=1))
 
 
 class Backbone(nn.Module):
-    """Stem -> mask-aware stages -> TokenHead; subclasses define the stem and the position layout."""
+    """Light pool of the inputs; stem -> mask-aware stages -> TokenHead; subclasses define the stem
+    and the position layout."""
 
     stem: nn.Module
     stages: nn.ModuleList
     head: TokenHead
 
+    def _build_pool_and_head(self, in_channels: int, cfg: ModelConfig) -> None:
+        self.light_pool = LightPool(in_channels, cfg.light_pool_heads) if cfg.light_pool_heads else None
+        summary_dim = self.light_pool.out_dim if self.light_pool is not None else 0
+        self.head = TokenHead(cfg.face_widths[-1], summary_dim, cfg.encoder_dim)
+        init_weights(self.head)
+
     def forward(self, x: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
-        x = self.stem(x)
-        if visible is not None:
-            x = x * visible
+        if self.light_pool is None:
+            summary = x.new_zeros(x.shape[0], 0)
+        else:
+            summary = self.light_pool(*self.as_positions(x, visible))
+        x, visible = self.stem(x, visible)
         for stage in self.stages:
             x, visible = stage(x, visible)
-        return self.head(*self.as_positions(x, visible))
+        return self.head(*self.as_positions(x, visible), summary)
 
     def as_positions(self, x: torch.Tensor, visible: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(features, visible) as (B, P, C), (B, P, 1)."""
@@ -94,8 +161,10 @@ class GridBackbone(Backbone):
     def __init__(self, grid_shape: tuple[int, int], cfg: ModelConfig):
         super().__init__()
         widths = cfg.face_widths
-        self.stem = nn.Sequential(nn.Conv2d(INPUT_CHANNELS, widths[0], kernel_size=1), LayerNorm2d(widths[0]))
-        stages, size = [], grid_shape
+        in_channels = backbone_input_channels(cfg)
+        stride = tuple(cfg.stem_stride if extent > 1 else 1 for extent in grid_shape)
+        self.stem = GridStem(in_channels, widths[0], stride)
+        stages, size = [], tuple(math.ceil(extent / step) for extent, step in zip(grid_shape, stride))
         for index, rates in enumerate(drop_path_rates(cfg.face_depths, cfg.drop_path)):
             downsample = None
             if index > 0:
@@ -104,8 +173,8 @@ class GridBackbone(Backbone):
                 downsample = GridDownsample(widths[index - 1], widths[index], stride)
             stages.append(Stage(downsample, [ConvNeXtV2Block(widths[index], rate) for rate in rates]))
         self.stages = nn.ModuleList(stages)
-        self.head = TokenHead(widths[-1], cfg.encoder_dim)
         init_weights(self)
+        self._build_pool_and_head(in_channels, cfg)
 
     def forward(self, x: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
         return super().forward(x.contiguous(memory_format=torch.channels_last), visible)
@@ -121,14 +190,15 @@ class HexBackbone(Backbone):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         widths = cfg.face_widths
-        self.stem = nn.Sequential(nn.Linear(INPUT_CHANNELS, widths[0]), nn.LayerNorm(widths[0]))
+        in_channels = backbone_input_channels(cfg)
+        self.stem = NodeProjection(in_channels, widths[0], norm_first=False)
         stages = []
         for index, rates in enumerate(drop_path_rates(cfg.hex_depths, cfg.drop_path)):
             projection = NodeProjection(widths[index - 1], widths[index]) if index > 0 else None
             stages.append(Stage(projection, [HexNeXtBlock(widths[index], HEX_NEIGHBORS, rate) for rate in rates]))
         self.stages = nn.ModuleList(stages)
-        self.head = TokenHead(widths[-1], cfg.encoder_dim)
         init_weights(self)
+        self._build_pool_and_head(in_channels, cfg)
 
 
 class XECEncoder(nn.Module):
@@ -157,6 +227,8 @@ class XECEncoder(nn.Module):
         )
         self.fusion = nn.TransformerEncoder(layer, cfg.fusion_depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.encoder_dim)
+        coords = torch.from_numpy(sensor_coordinates()) if cfg.coord_channels else torch.zeros(N_SENSORS, 0)
+        self.register_buffer("coords", coords, persistent=False)
 
     @property
     def n_tokens(self) -> int:
@@ -184,6 +256,7 @@ class XECEncoder(nn.Module):
                 f"mask must be a bool tensor of shape {tuple(x.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}"
             )
         visible = None if mask is None else ~mask
+        x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1)], dim=2)
         tokens = [backbone(*self._grid_input(name, x, visible)) for name, backbone in self.grid_backbones.items()]
         for face, backbone in self.hex_backbones.items():
             hex_visible = None if visible is None else mask_to_hex(visible, face).unsqueeze(-1).to(x.dtype)
@@ -192,10 +265,12 @@ class XECEncoder(nn.Module):
         return self.norm(self.fusion(tokens))
 
     def stage_groups(self) -> list[nn.Module]:
-        """Parameter groups from input to output: stems, each backbone stage, token heads + face embeddings,
-        each fusion layer (the last one together with the final norm). Covers every parameter."""
+        """Parameter groups from input to output: stems and light pools, each backbone stage, token heads +
+        face embeddings, each fusion layer (the last one together with the final norm). Covers every parameter."""
         backbones = [*self.grid_backbones.values(), *self.hex_backbones.values()]
-        groups: list[nn.Module] = [nn.ModuleList([backbone.stem for backbone in backbones])]
+        input_modules = [module for backbone in backbones for module in (backbone.stem, backbone.light_pool)
+                         if module is not None]
+        groups: list[nn.Module] = [nn.ModuleList(input_modules)]
         n_stages = len(self.cfg.face_widths)
         groups += [nn.ModuleList([backbone.stages[i] for backbone in backbones]) for i in range(n_stages)]
         groups.append(nn.ModuleList([*(backbone.head for backbone in backbones), self.face_embedding]))

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lib.config.loader import ConfigError
 from lib.models.encoder import XECEncoder
 from lib.tasks import TaskBalancer, build_tasks
 
@@ -80,7 +81,7 @@ def apply_freezing(encoder: XECEncoder, freeze_encoder: bool, trainable_layers: 
     """Freeze the whole encoder, or all but its last `trainable_layers` stage groups."""
     groups = encoder.stage_groups()
     if trainable_layers is not None and trainable_layers > len(groups):
-        raise ValueError(f"model.trainable_layers={trainable_layers} but the encoder has only {len(groups)} "
+        raise ConfigError(f"model.trainable_layers={trainable_layers} but the encoder has only {len(groups)} "
                          f"stage groups; use a value from 0 to {len(groups)}")
     n_frozen = len(groups) if freeze_encoder else len(groups) - (trainable_layers if trainable_layers is not None
                                                                  else len(groups))
