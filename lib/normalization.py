@@ -2,17 +2,19 @@
 
 `NormalizationConfig` is the schema section `normalization`. The functions work on
 numpy arrays and torch tensors of any leading shape (the output type follows the
-input type). Validity is explicit: `normalize` returns boolean masks next to the
+input type). torch is imported only when a tensor is passed, so the config
+section loads without it. Validity is explicit: `normalize` returns boolean masks next to the
 normalized values, and invalid entries hold the configured sentinels only so that
 the tensor is finite; never test a value against a sentinel to find invalid sensors.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Annotated, Any, Literal, Union
+import sys
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NPHO_SCHEMES = ("log1p", "sqrt", "anscombe", "linear")
@@ -20,7 +22,10 @@ NPHO_SCHEMES = ("log1p", "sqrt", "anscombe", "linear")
 RAW_MISSING_ABOVE = 9e9
 _ANSCOMBE_OFFSET = 3.0 / 8.0
 
-Array = Union[np.ndarray, torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+Array = Union[np.ndarray, "torch.Tensor"]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -72,39 +77,56 @@ class NormalizationConfig(BaseModel):
 # ---------------------------------------------------------------- array helpers
 
 
+def _torch():
+    """The torch module; only called for tensor inputs, so torch is already imported then."""
+    return sys.modules["torch"]
+
+
 def _is_torch(x: Any) -> bool:
-    return isinstance(x, torch.Tensor)
+    torch = sys.modules.get("torch")  # no torch imported: x cannot be a tensor
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _as_float(x: Any) -> Array:
-    """Input as a floating numpy array / torch tensor (integers become float32)."""
+    """Input as a float32 / float64 numpy array or torch tensor (any other dtype becomes float32)."""
     if _is_torch(x):
-        return x if x.is_floating_point() else x.to(torch.float32)
+        torch = _torch()
+        return x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float32)
     x = np.asarray(x)
-    return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)
 
 
 def _xp(x: Array):
     """The array namespace (numpy or torch) that matches `x`."""
-    return torch if _is_torch(x) else np
+    return _torch() if _is_torch(x) else np
 
 
-def _where(cond: Array, a: Array, fill: float) -> Array:
-    if _is_torch(a):
-        return torch.where(cond, a, torch.tensor(fill, dtype=a.dtype, device=a.device))
-    return np.where(cond, a, np.asarray(fill, dtype=a.dtype))
+def _empty(like: Array, shape: tuple[int, ...], dtype: str) -> Array:
+    """Uninitialized array of `shape` and `dtype` ("float32", "bool") of like's kind and device."""
+    if _is_torch(like):
+        torch = _torch()
+        return torch.empty(shape, dtype=getattr(torch, dtype), device=like.device)
+    return np.empty(shape, dtype=dtype)
 
 
-def _to_dtype(x: Array, bits: int) -> Array:
-    if _is_torch(x):
-        return x.to(torch.float64 if bits == 64 else torch.float32)
-    return x.astype(np.float64 if bits == 64 else np.float32, copy=False)
+@functools.lru_cache(maxsize=64)
+def _float32_bound(c: float, rounding: Literal["down", "up"]) -> float:
+    """`c` rounded down / up to the nearest float32 value (exactly representable as float)."""
+    with np.errstate(over="ignore"):
+        bound = np.float32(c)
+    if rounding == "down" and float(bound) > c:  # compared in float64: numpy would round c to float32
+        bound = np.nextafter(bound, np.float32(-np.inf))
+    elif rounding == "up" and float(bound) < c:
+        bound = np.nextafter(bound, np.float32(np.inf))
+    return float(bound)
 
 
-def _finite_or_zero(x: Array) -> tuple[Array, Array]:
-    """(isfinite mask, x with non-finite entries replaced by 0)."""
-    finite = _xp(x).isfinite(x)
-    return finite, _where(finite, x, 0.0)
+def _bound_for(x: Array, c: float, rounding: Literal["down", "up"]) -> float:
+    """`c` in x's precision such that `x <= bound` / `x > bound` (rounding down) or
+    `x >= bound` (rounding up) answers exactly as comparing float64(x) with `c`."""
+    if x.dtype == (_torch().float64 if _is_torch(x) else np.float64):
+        return c
+    return _float32_bound(c, rounding)
 
 
 # ---------------------------------------------------------------- transforms
@@ -161,8 +183,7 @@ def time_inverse(y: Any, cfg: NormalizationConfig) -> Array:
 
 
 def _check_pair(npho: Any, time: Any) -> tuple[Array, Array]:
-    """Validated float64 (npho, time): computing in float64 and rounding once to float32
-    keeps numpy and torch results bit-identical."""
+    """npho and time as float arrays of one kind (numpy / torch) and the same shape."""
     npho, time = _as_float(npho), _as_float(time)
     if _is_torch(npho) != _is_torch(time):
         raise TypeError(
@@ -174,30 +195,19 @@ def _check_pair(npho: Any, time: Any) -> tuple[Array, Array]:
             f"npho shape {tuple(npho.shape)} != time shape {tuple(time.shape)}; "
             "pass one time per sensor"
         )
-    return _to_dtype(npho, 64), _to_dtype(time, 64)
+    return npho, time
 
 
-def _npho_valid_and_safe(npho: Array, cfg: NormalizationConfig) -> tuple[Array, Array]:
-    """(npho_valid, npho with invalid entries replaced by 0, which every scheme accepts)."""
-    finite, safe = _finite_or_zero(npho)
+def _masks_into(npho: Array, time: Array, cfg: NormalizationConfig, npho_valid: Array, time_valid: Array) -> None:
+    """Write the masks of float npho and time (see `validity_masks`) into the bool arrays given.
+    Every comparison is false for NaN and the bounds exclude +-inf, so no finiteness test is needed."""
+    xp = _xp(npho)
     minimum, inclusive = npho_domain_min(cfg)
-    in_domain = safe >= minimum if inclusive else safe > minimum
-    valid = finite & (safe <= RAW_MISSING_ABOVE) & in_domain
-    return valid, _where(valid, safe, 0.0)
-
-
-def _time_valid_and_safe(
-    npho_safe: Array, time: Array, npho_valid: Array, cfg: NormalizationConfig
-) -> tuple[Array, Array]:
-    """(time_valid, time with invalid entries replaced by 0)."""
-    finite, safe = _finite_or_zero(time)
-    valid = (
-        npho_valid
-        & (npho_safe >= cfg.npho_threshold)
-        & finite
-        & (_xp(safe).abs(safe) <= RAW_MISSING_ABOVE)
-    )
-    return valid, _where(valid, safe, 0.0)
+    xp.less_equal(npho, _bound_for(npho, RAW_MISSING_ABOVE, "down"), out=npho_valid)
+    npho_valid &= (npho >= _bound_for(npho, minimum, "up")) if inclusive else (npho > _bound_for(npho, minimum, "down"))
+    xp.greater_equal(npho, _bound_for(npho, cfg.npho_threshold, "up"), out=time_valid)
+    time_valid &= npho_valid
+    time_valid &= xp.abs(time) <= _bound_for(time, RAW_MISSING_ABOVE, "down")
 
 
 def validity_masks(npho: Any, time: Any, cfg: NormalizationConfig) -> tuple[Array, Array]:
@@ -205,27 +215,73 @@ def validity_masks(npho: Any, time: Any, cfg: NormalizationConfig) -> tuple[Arra
 
     npho is invalid when > RAW_MISSING_ABOVE, NaN/inf or outside the scheme's domain;
     time is invalid when npho is invalid, raw npho < npho_threshold, |t| > RAW_MISSING_ABOVE
-    or t is NaN/inf.
+    or t is NaN/inf. float32 input is judged exactly as its float64 value would be.
     """
     npho, time = _check_pair(npho, time)
-    npho_valid, npho_safe = _npho_valid_and_safe(npho, cfg)
-    time_valid, _ = _time_valid_and_safe(npho_safe, time, npho_valid, cfg)
+    npho_valid, time_valid = _empty(npho, tuple(npho.shape), "bool"), _empty(npho, tuple(npho.shape), "bool")
+    _masks_into(npho, time, cfg, npho_valid, time_valid)
     return npho_valid, time_valid
 
 
-def normalize(npho: Any, time: Any, cfg: NormalizationConfig) -> tuple[Array, Array, Array]:
+# Elements normalized per step: the temporaries of one step stay in the CPU cache.
+_BLOCK = 1 << 16
+
+
+def normalize(
+    npho: Any, time: Any, cfg: NormalizationConfig, out: tuple[Array, Array, Array] | None = None
+) -> tuple[Array, Array, Array]:
     """Normalize raw npho and time of shape (...) into x of shape (..., 2), float32.
 
     Returns (x, npho_valid, time_valid): x[..., 0] is the normalized npho, x[..., 1] the
     normalized time, with npho_sentinel / time_sentinel where the mask is false.
+    float32 input is transformed in float32 (float64 input in float64, rounded once).
+    `out`: contiguous (x, npho_valid, time_valid) arrays to fill instead of new ones.
     """
     npho, time = _check_pair(npho, time)
-    npho_valid, npho_safe = _npho_valid_and_safe(npho, cfg)
-    time_valid, time_safe = _time_valid_and_safe(npho_safe, time, npho_valid, cfg)
-    npho_norm = _where(npho_valid, npho_forward(npho_safe, cfg), cfg.npho_sentinel)
-    time_norm = _where(time_valid, time_forward(time_safe, cfg), cfg.time_sentinel)
-    x = _xp(npho).stack([_to_dtype(npho_norm, 32), _to_dtype(time_norm, 32)], -1)
+    shape = tuple(npho.shape)
+    if out is None:
+        out = (_empty(npho, (*shape, 2), "float32"), _empty(npho, shape, "bool"), _empty(npho, shape, "bool"))
+    _check_out(out, npho, shape)
+    x, npho_valid, time_valid = out
+    flat_npho, flat_time = npho.reshape(-1), time.reshape(-1)
+    flat_x, flat_npho_valid, flat_time_valid = x.reshape(-1, 2), npho_valid.reshape(-1), time_valid.reshape(-1)
+    for lo in range(0, flat_npho.shape[0], _BLOCK):
+        part = slice(lo, lo + _BLOCK)
+        n, t = flat_npho[part], flat_time[part]
+        n_valid, t_valid = flat_npho_valid[part], flat_time_valid[part]
+        _masks_into(n, t, cfg, n_valid, t_valid)
+        with np.errstate(all="ignore"):  # invalid entries may give NaN / inf here; the sentinels replace them
+            _select_into(flat_x[part, 0], n_valid, npho_forward(n, cfg), cfg.npho_sentinel)
+            _select_into(flat_x[part, 1], t_valid, time_forward(t, cfg), cfg.time_sentinel)
     return x, npho_valid, time_valid
+
+
+def _check_out(out: tuple[Array, Array, Array], like: Array, shape: tuple[int, ...]) -> None:
+    """`out` must be contiguous float32 (..., 2) / bool / bool arrays of like's kind and shape."""
+    want = [((*shape, 2), "float32"), (shape, "bool"), (shape, "bool")]
+    for name, array, (want_shape, want_dtype) in zip(("x", "npho_valid", "time_valid"), out, want):
+        contiguous = array.is_contiguous() if _is_torch(array) else array.flags.c_contiguous
+        if (
+            _is_torch(array) != _is_torch(like)
+            or tuple(array.shape) != want_shape
+            or str(array.dtype).removeprefix("torch.") != want_dtype
+            or not contiguous
+        ):
+            raise ValueError(
+                f"normalize: out {name} must be a contiguous {want_dtype} {type(like).__name__} of shape "
+                f"{want_shape}, got a {type(array).__name__} {array.dtype} of shape {tuple(array.shape)}"
+            )
+
+
+def _select_into(out: Array, valid: Array, values: Array, fill: float) -> None:
+    """out[...] = values where valid, else fill. With few invalid entries (the usual case
+    for npho) copying and then patching is cheaper than a full select."""
+    n_invalid = valid.shape[0] - int(_xp(valid).count_nonzero(valid))
+    if 8 * n_invalid < valid.shape[0]:
+        out[...] = values
+        out[~valid] = fill
+    else:
+        out[...] = _xp(values).where(valid, values, fill)
 
 
 def denormalize(x: Any, cfg: NormalizationConfig) -> tuple[Array, Array]:

@@ -27,8 +27,10 @@ def event_ids(batches) -> list[list[int]]:
 
 def test_batches_hold_the_normalized_file_content(shard_dir, shard_events):
     data = loader(shard_dir, batch_size=16, shuffle_buffer=30)
-    batches = list(data)
-    assert len(batches) == len(data) == 120 // 16
+    # several windows per epoch and two epochs: the normalized chunks' memory is reused, the
+    # batches kept from earlier windows and epochs must not change
+    batches = list(data) + list(data)
+    assert len(batches) == 2 * len(data) == 2 * (120 // 16)
     for batch in batches:
         ids = batch["event"].numpy()
         x, npho_valid, time_valid = normalize(shard_events["npho"][ids], shard_events["relative_time"][ids], NORM)
@@ -172,9 +174,42 @@ def test_state_dict_inside_and_after_an_epoch(shard_dir):
     assert (data.state_dict()["epoch"], data.state_dict()["batches_done"]) == (1, 0)
 
 
-def test_bench_prints_root_and_npz_lines(shard_dir, capsys):
+def test_bench_reports_machine_settings_and_both_formats(shard_dir, capsys):
     from lib.data.bench import main
 
-    main(["--input", str(shard_dir), "--batch-size", "8", "--repeat", "1"])
+    main(["--input", str(shard_dir), "--batch-size", "8", "--repeat", "1", "--workers", "0"])
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[:2]] == ["root", "npz"] and all("b/a" in line for line in lines[:2])
+    assert [line.split()[0] for line in lines[:4]] == ["machine:", "settings:", "root", "npz"]
+    assert "threads" in lines[0] and "batch size 8, 0 workers" in lines[1]
+    for line in lines[2:4]:  # both read all 120 events; the loader delivers 15 full batches of 8
+        assert "120 events read, 120 per epoch" in line and "b/a" in line
+
+
+def test_in_order_keeps_order_bounds_lookahead_and_raises():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lib.data.stream import in_order
+
+    started = []
+    lock = threading.Lock()
+
+    def work(i: int) -> int:
+        with lock:
+            started.append(i)
+        time.sleep(0.002 * (i % 3))  # later items often finish first
+        if i == 7:
+            raise DataError("item 7 is damaged")
+        return i * i
+
+    with ThreadPoolExecutor(2) as threads:
+        assert list(in_order(threads, work, range(6), ahead=2)) == [i * i for i in range(6)]
+        started.clear()
+        stream = in_order(threads, work, range(100), ahead=2)
+        assert next(stream) == 0
+        time.sleep(0.05)  # time enough to start anything that was submitted
+        stream.close()
+        assert set(started) == {0, 1, 2}  # the item being used and the 2 ahead, no more
+        with pytest.raises(DataError, match="item 7"):
+            list(in_order(threads, work, range(10), ahead=2))

@@ -137,11 +137,12 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_masks_and_sentinels(backend):
+def test_masks_and_sentinels(backend, dtype):
     cfg = NormalizationConfig(npho_sentinel=-7.0, time_sentinel=-9.0)
     npho, time, npho_ok, time_ok = (np.array(column) for column in zip(*CASES))
-    x, npho_valid, time_valid = normalize(as_backend(npho, backend), as_backend(time, backend), cfg)
+    x, npho_valid, time_valid = normalize(as_backend(npho, backend, dtype), as_backend(time, backend, dtype), cfg)
     x, npho_valid, time_valid = to_numpy(x), to_numpy(npho_valid), to_numpy(time_valid)
     np.testing.assert_array_equal(npho_valid, npho_ok)
     np.testing.assert_array_equal(time_valid, time_ok)
@@ -152,7 +153,7 @@ def test_masks_and_sentinels(backend):
     want_time = [t / 1.14e-7 + 0.46 for t in time[time_ok]]
     np.testing.assert_allclose(x[npho_ok, 0], want_npho, rtol=1e-6)
     np.testing.assert_allclose(x[time_ok, 1], want_time, rtol=1e-6)
-    masks = validity_masks(as_backend(npho, backend), as_backend(time, backend), cfg)
+    masks = validity_masks(as_backend(npho, backend, dtype), as_backend(time, backend, dtype), cfg)
     np.testing.assert_array_equal(to_numpy(masks[0]), npho_ok)
     np.testing.assert_array_equal(to_numpy(masks[1]), time_ok)
 
@@ -169,19 +170,73 @@ def test_all_nan_event(scheme, backend):
     np.testing.assert_array_equal(to_numpy(x)[..., 1], cfg.time_sentinel)
 
 
+def raw_sample(shape, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 raw npho / time with ordinary values and every kind of bad value."""
+    rng = np.random.default_rng(seed)
+    npho = rng.uniform(-10.0, 3000.0, shape).astype(np.float32)
+    time = rng.uniform(-5e-7, 5e-7, shape).astype(np.float32)
+    npho.reshape(-1)[:4] = [np.nan, np.inf, 2e10, -1e5]
+    time.reshape(-1)[5:8] = [np.nan, -np.inf, 3e10]
+    return npho, time
+
+
+def reference_masks(npho, time, cfg: NormalizationConfig) -> tuple[np.ndarray, np.ndarray]:
+    """validity_masks' documented rules, evaluated in float64."""
+    npho, time = np.asarray(npho, np.float64), np.asarray(time, np.float64)
+    minimum, inclusive = npho_domain_min(cfg)
+    with np.errstate(invalid="ignore"):
+        in_domain = npho >= minimum if inclusive else npho > minimum
+        npho_ok = np.isfinite(npho) & (npho <= 9e9) & in_domain
+        time_ok = npho_ok & (npho >= cfg.npho_threshold) & np.isfinite(time) & (np.abs(time) <= 9e9)
+    return npho_ok, time_ok
+
+
 @pytest.mark.parametrize("scheme", NPHO_SCHEMES)
 def test_numpy_and_torch_agree(scheme):
     cfg = NormalizationConfig(npho_scheme=scheme)
-    rng = np.random.default_rng(2)
-    npho = rng.uniform(-10.0, 3000.0, (3, 4, 16)).astype(np.float32)
-    time = rng.uniform(-5e-7, 5e-7, (3, 4, 16)).astype(np.float32)
-    npho[0, 0, :4] = [np.nan, np.inf, 2e10, -1e5]
-    time[1, 1, :3] = [np.nan, -np.inf, 3e10]
+    npho, time = raw_sample((3, 4, 16), seed=2)
     out_np = normalize(npho, time, cfg)
     out_torch = normalize(torch.from_numpy(npho), torch.from_numpy(time), cfg)
     assert all(isinstance(t, torch.Tensor) for t in out_torch)
-    for a, b in zip(out_np, out_torch):
+    np.testing.assert_allclose(out_np[0], out_torch[0].numpy(), rtol=1e-6, atol=0)
+    for a, b in zip(out_np[1:], out_torch[1:]):
         np.testing.assert_array_equal(a, b.numpy())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_input_is_judged_like_its_float64_value(backend):
+    # bounds that float32 cannot represent (0.7 and 9e9 round down, -0.7 up), and float32
+    # values right at and next to each bound
+    cfg = NormalizationConfig(npho_threshold=0.7, npho_scale=0.7)
+    bounds = np.array([0.7, -0.7, 9e9, -9e9, 0.0], np.float32)
+    npho = np.concatenate([bounds, np.nextafter(bounds, np.inf), np.nextafter(bounds, -np.inf)])
+    npho32, time32 = npho.astype(np.float32), np.roll(npho, 3).astype(np.float32)
+    got = validity_masks(as_backend(npho32, backend, np.float32), as_backend(time32, backend, np.float32), cfg)
+    want = reference_masks(npho32, time32, cfg)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(to_numpy(g), w)
+    assert to_numpy(got[0]).any() and not to_numpy(got[0]).all() and to_numpy(got[1]).any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_normalize_in_float32_matches_float64_across_blocks(backend, monkeypatch):
+    import lib.normalization as normalization
+
+    monkeypatch.setattr(normalization, "_BLOCK", 64)  # several blocks and a partial last one
+    cfg = NormalizationConfig()
+    npho, time = raw_sample((7, 50), seed=3)
+    out = normalize(as_backend(npho, backend, np.float32), as_backend(time, backend, np.float32), cfg)
+    x, npho_valid, time_valid = (to_numpy(a) for a in out)
+    x64, npho_valid64, time_valid64 = normalize(npho.astype(np.float64), time.astype(np.float64), cfg)
+    assert x.dtype == np.float32 and x.shape == (7, 50, 2)
+    np.testing.assert_array_equal(npho_valid, reference_masks(npho, time, cfg)[0])
+    np.testing.assert_array_equal(time_valid, reference_masks(npho, time, cfg)[1])
+    np.testing.assert_array_equal(npho_valid, npho_valid64)
+    np.testing.assert_array_equal(time_valid, time_valid64)
+    np.testing.assert_allclose(x, x64, rtol=1e-6, atol=1e-7)
+    assert np.isfinite(x).all() and 0 < (~npho_valid).sum() < 8 and (~time_valid).sum() > 4  # bad values are rare
+    np.testing.assert_array_equal(x[~npho_valid, 0], cfg.npho_sentinel)
+    np.testing.assert_array_equal(x[~time_valid, 1], cfg.time_sentinel)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -194,6 +249,25 @@ def test_denormalize_recovers_valid_entries(backend):
     npho_valid, time_valid = to_numpy(npho_valid), to_numpy(time_valid)
     np.testing.assert_allclose(npho_back[npho_valid], npho[npho_valid], rtol=1e-5)
     np.testing.assert_allclose(time_back[time_valid], time[time_valid], rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_normalize_into_given_arrays(backend):
+    cfg = NormalizationConfig()
+    npho, time = raw_sample((3, 16), seed=4)
+    npho, time = as_backend(npho, backend, np.float32), as_backend(time, backend, np.float32)
+    x = as_backend(np.full((5, 16, 2), 7.0), backend, np.float32)
+    masks = [as_backend(np.zeros((5, 16), bool), backend, bool) for _ in range(2)]
+    out = (x[1:4], masks[0][1:4], masks[1][1:4])
+    got = normalize(npho, time, cfg, out=out)
+    assert all(g is o for g, o in zip(got, out))
+    for a, b in zip(got, normalize(npho, time, cfg)):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    assert (to_numpy(x)[[0, 4]] == 7.0).all() and not to_numpy(masks[0])[[0, 4]].any()  # rows outside untouched
+    with pytest.raises(ValueError, match=r"out x must be a contiguous float32 .* of shape \(3, 16, 2\)"):
+        normalize(npho, time, cfg, out=(x[:3, :, :1], *out[1:]))
+    with pytest.raises(ValueError, match="out npho_valid must be a contiguous bool"):
+        normalize(npho, time, cfg, out=(out[0], x[1:4, :, 0], out[2]))
 
 
 def test_bad_inputs_raise():

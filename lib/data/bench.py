@@ -1,23 +1,31 @@
 """Throughput of the data loader against plain reading of the same branches.
 
-    python -m lib.data.bench --input PATH [--batch-size 256] [--workers N]
+    python -m lib.data.bench --input PATH [--batch-size 256] [--workers N] [--repeat 5]
 
-For the ROOT and the npz shards of the input it prints events/s of (a) reading the
-input and truth branches with nothing else (uproot per basket range / numpy), (b) one
-epoch of `EventLoader` (reading, shuffling, normalization, batching), and b/a. When
-the input has only ROOT shards, npz copies are written to a temporary directory.
-The last line is the rate of `normalize` alone, usually the largest cost in (b).
+For the ROOT and the npz shards of the input it measures events/s of (a) reading the
+input and truth branches of every event with nothing else (uproot in the loader's
+basket-aligned ranges / numpy), (b) one epoch of `EventLoader` (reading, shuffling,
+normalization, batching; worker start-up included), and prints b/a. Both see the same
+events and branches; each runs once untimed first (warm file cache, imports), then
+(a) and (b) alternate `--repeat` times and the medians count, so a load change on a
+shared machine hits both alike. When the input has only ROOT shards, npz copies are
+written to a temporary directory. The first lines say what machine and settings the
+figures belong to; the last line is the rate of `normalize` alone.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import os
+import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lib.config.schema import DataConfig
 from lib.data.files import FileInfo, common_truth_branches, expand_inputs, inspect_files
@@ -30,18 +38,26 @@ DEFAULTS = DataConfig()
 INPUTS = [DEFAULTS.npho_branch, DEFAULTS.time_branch]
 
 
-def _warm_page_cache(paths: Sequence[Path]) -> None:
-    for path in paths:
-        with open(path, "rb") as f:
-            while f.read(1 << 24):
-                pass
+def machine_line() -> str:
+    """CPU model, cores, torch threads and load average (the figures depend on all of them)."""
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        lines = cpuinfo.read_text().splitlines()
+        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), model)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (
+        f"machine: {model}, {os.cpu_count()} CPUs ({usable} usable), torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, GPU: {'yes' if torch.cuda.is_available() else 'no'}, load average {load}"
+    )
 
 
-def plain_read_rate(infos: Sequence[FileInfo], branches: Sequence[str], batch_size: int) -> float:
-    """Events/s of reading `branches` of every file, ROOT in basket-aligned ranges, npz whole."""
+def plain_read(infos: Sequence[FileInfo], branches: Sequence[str], batch_size: int) -> int:
+    """Read `branches` of every entry (ROOT in the loader's basket-aligned chunks, npz whole); events read."""
     import uproot
 
-    start, n = time.perf_counter(), 0
+    n = 0
     for info in infos:
         if info.kind == "root":
             with uproot.open(info.path, array_cache=None) as f:
@@ -55,18 +71,19 @@ def plain_read_rate(infos: Sequence[FileInfo], branches: Sequence[str], batch_si
             with np.load(info.path) as f:
                 arrays = [f[b] for b in branches]  # each access reads the whole array
                 n += len(arrays[0])
-    return n / (time.perf_counter() - start)
+    return n
 
 
-def loader_rate(paths: Sequence[Path], batch_size: int, workers: int) -> float:
-    """Events/s of one shuffled epoch of EventLoader, worker start-up included."""
-    loader = EventLoader(
-        paths, batch_size=batch_size, norm=NormalizationConfig(), num_workers=workers, tree_name=DEFAULTS.tree_name,
-        npho_branch=DEFAULTS.npho_branch, time_branch=DEFAULTS.time_branch, shuffle_buffer=DEFAULTS.shuffle_buffer,
-    )  # fmt: skip
-    start = time.perf_counter()
-    n = sum(len(batch["x"]) for batch in loader)
-    return n / (time.perf_counter() - start)
+def loader_epoch(loader: EventLoader) -> int:
+    """Iterate one epoch of `loader`; events delivered."""
+    return sum(len(batch["x"]) for batch in loader)
+
+
+def timed(run: Callable[[], int]) -> tuple[float, float, int]:
+    """(wall seconds, process CPU seconds, events) of one call of `run`."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    n = run()
+    return time.perf_counter() - wall, time.process_time() - cpu, n
 
 
 def write_npz_copies(infos: Sequence[FileInfo], branches: Sequence[str], out_dir: Path) -> list[Path]:
@@ -81,28 +98,47 @@ def write_npz_copies(infos: Sequence[FileInfo], branches: Sequence[str], out_dir
     return paths
 
 
-def normalize_rate(batch_size: int) -> float:
-    """Events/s of `normalize` alone on a batch of typical values (the loader's main CPU cost)."""
+def normalize_rate(batch_size: int, repeat: int) -> float:
+    """Median events/s of `normalize` alone on a batch of typical float32 values."""
     from lib.geometry import N_SENSORS
 
     rng = np.random.default_rng(0)
     npho = rng.exponential(300.0, (batch_size, N_SENSORS)).astype(np.float32)
     time_ = rng.normal(0.0, 5e-8, (batch_size, N_SENSORS)).astype(np.float32)
-    cfg, start, repeats = NormalizationConfig(), time.perf_counter(), 5
-    for _ in range(repeats):
+    cfg = NormalizationConfig()
+
+    def one_batch() -> int:
         normalize(npho, time_, cfg)
-    return repeats * batch_size / (time.perf_counter() - start)
+        return batch_size
+
+    one_batch()
+    return statistics.median(n / wall for wall, _, n in (timed(one_batch) for _ in range(repeat)))
 
 
-def _report(label: str, infos: Sequence[FileInfo], branches: Sequence[str], args: argparse.Namespace) -> str:
-    """One output line; each rate is the best of `args.repeat` runs (the machine may be busy)."""
-    _warm_page_cache([i.path for i in infos])
-    plain = max(plain_read_rate(infos, branches, args.batch_size) for _ in range(args.repeat))
-    full = max(loader_rate([i.path for i in infos], args.batch_size, args.workers) for _ in range(args.repeat))
-    events = sum(i.n_entries for i in infos)
+def compare(label: str, infos: Sequence[FileInfo], branches: Sequence[str], args: argparse.Namespace) -> str:
+    """One output line: median [min-max] rates of (a) and (b), the cores (b) kept busy (CPU
+    time of this process / wall time), and the ratio of the medians."""
+    loader = EventLoader(
+        [i.path for i in infos], batch_size=args.batch_size, norm=NormalizationConfig(), num_workers=args.workers,
+        tree_name=DEFAULTS.tree_name, npho_branch=DEFAULTS.npho_branch, time_branch=DEFAULTS.time_branch,
+        truth_branches=[b for b in branches if b not in INPUTS], shuffle_buffer=DEFAULTS.shuffle_buffer,
+    )  # fmt: skip
+    read = functools.partial(plain_read, infos, branches, args.batch_size)
+    epoch = functools.partial(loader_epoch, loader)
+    read(), epoch()  # warm-up: file cache, imports, allocator
+    plain, full = [], []
+    for _ in range(args.repeat):
+        plain.append(timed(read))
+        full.append(timed(epoch))
+    plain_rates = [n / wall for wall, _, n in plain]
+    full_rates = [n / wall for wall, _, n in full]
+    plain_rate, full_rate = statistics.median(plain_rates), statistics.median(full_rates)
+    cores = statistics.median(cpu / wall for wall, cpu, _ in full)
     return (
-        f"{label:5s} {len(infos)} files, {events} events | (a) plain read {plain:8.0f} ev/s | "
-        f"(b) loader, {args.workers} workers {full:8.0f} ev/s | b/a {full / plain:.2f}"
+        f"{label:5s} {len(infos)} files, {plain[0][2]} events read, {full[0][2]} per epoch | "
+        f"(a) plain read {plain_rate:6.0f} ev/s [{min(plain_rates):.0f}-{max(plain_rates):.0f}] | "
+        f"(b) loader {full_rate:6.0f} ev/s [{min(full_rates):.0f}-{max(full_rates):.0f}], "
+        f"{cores:.1f} cores busy in this process | b/a {full_rate / plain_rate:.2f}"
     )
 
 
@@ -111,21 +147,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input", required=True, help="file, directory or glob of ROOT / npz shards")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the loader run")
-    parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement; the median counts")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be >= 1, got {args.repeat}")
     logging.basicConfig(level=logging.WARNING)
 
     infos = inspect_files(expand_inputs(args.input, config_key="--input"), DEFAULTS.tree_name, INPUTS, None)
     roots = [i for i in infos if i.kind == "root" and i.n_entries]
     npzs = [i for i in infos if i.kind == "npz" and i.n_entries]
     branches = [*INPUTS, *common_truth_branches(infos, INPUTS)]
+    print(machine_line())
+    print(
+        f"settings: batch size {args.batch_size}, {args.workers} workers, shuffle buffer {DEFAULTS.shuffle_buffer}, "
+        f"{len(branches)} branches, median of {args.repeat} timed runs after one warm-up"
+    )
     if roots:
-        print(_report("root", roots, branches, args))
+        print(compare("root", roots, branches, args))
     with tempfile.TemporaryDirectory() as tmp:
         if not npzs:
             npzs = inspect_files(write_npz_copies(roots, branches, Path(tmp)), DEFAULTS.tree_name, INPUTS, None)
-        print(_report("npz", npzs, branches, args))
-    print(f"normalize alone (1 process): {normalize_rate(args.batch_size):.0f} ev/s")
+        print(compare("npz", npzs, branches, args))
+    rate = normalize_rate(args.batch_size, args.repeat)
+    print(f"normalize alone (batch of {args.batch_size}, 1 thread): {rate:.0f} ev/s")
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ the same batches; `state_dict` / `load_state_dict` resume mid-epoch exactly.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -44,9 +46,9 @@ from lib.data.plan import (
     stream_windows,
     worker_assignments,
 )
-from lib.data.readers import ChunkReader, Pool, batch_dtype
-from lib.data.stream import Batch, StreamDataset, StreamSpec, epoch_rng, to_batch
-from lib.normalization import NormalizationConfig, normalize
+from lib.data.readers import ChunkReader, Columns, Pool, batch_dtype
+from lib.data.stream import THREADS, Batch, StreamDataset, StreamSpec, epoch_rng, in_order, load_chunk, to_batch
+from lib.normalization import NormalizationConfig
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +164,7 @@ class EventLoader:
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle and shuffle_buffer > 0
         self.epoch, self.batches_done = 0, 0
         self._capacities = stream_capacities(plans[rank], batch_size)
-        self._memory: dict[str, np.ndarray] | None = None
+        self._memory: list[Columns] | None = None
         branch_dtypes = {n: batch_dtype(self.files[0].branches[n]) for n in self.truth_branches}
         branch_dtypes.update({name: np.dtype(np.float32) for name in inputs})
         self._spec = StreamSpec(
@@ -214,37 +216,20 @@ class EventLoader:
             self._memory = self._load_memory()
         rng = epoch_rng(self.seed, self.epoch, self.rank, 0) if self.shuffle else None
         window = next(stream_windows(self._spec.streams[0], self.batch_size, None, rng))
-        pool = Pool([self._memory])
-        for k in range(start, self.steps_per_epoch):
-            yield to_batch(pool.take(window.batches[k]), self._spec.npho_branch, self._spec.time_branch, None)
+        pool = Pool(self._memory)
+        with ThreadPoolExecutor(THREADS) as threads:  # the next batches are gathered while one is used
+            for columns in in_order(threads, pool.take, window.batches[start : self.steps_per_epoch]):
+                yield to_batch(columns)
 
-    def _load_memory(self) -> dict[str, np.ndarray]:
-        """All events of this rank, normalized once, in the natural chunk order."""
+    def _load_memory(self) -> list[Columns]:
+        """All events of this rank, normalized once: one block of columns per chunk, in chunk order."""
         s = self._spec
-        chunks = s.streams[0]
-        n = sum(c.size for c in chunks)
-        n_sensors = s.files[0].branches[s.npho_branch].shape[0]
-        out = {
-            "x": np.empty((n, n_sensors, 2), np.float32),
-            "npho_valid": np.empty((n, n_sensors), bool),
-            "time_valid": np.empty((n, n_sensors), bool),
-        }
-        out.update({b: np.empty((n, *s.files[0].branches[b].shape), s.branch_dtypes[b]) for b in self.truth_branches})
-        row = 0
-        with ChunkReader(s.files, s.tree_name, s.branch_dtypes) as reader:
-            for c in chunks:
-                columns = reader.read(c.file, c.start, c.stop)
-                for lo in range(0, c.size, self.batch_size):  # bounded temporaries
-                    hi = min(lo + self.batch_size, c.size)
-                    normalized = normalize(columns[s.npho_branch][lo:hi], columns[s.time_branch][lo:hi], s.norm)
-                    for name, value in zip(("x", "npho_valid", "time_valid"), normalized):
-                        out[name][row + lo : row + hi] = value
-                for b in self.truth_branches:
-                    out[b][row : row + c.size] = columns[b]
-                row += c.size
-        gigabytes = sum(a.nbytes for a in out.values()) / 1e9
+        with ChunkReader(s.files, s.tree_name, s.branch_dtypes) as reader, ThreadPoolExecutor(THREADS) as threads:
+            parts = list(in_order(threads, functools.partial(load_chunk, reader, s.prepare), s.streams[0]))
+        n = sum(len(part["x"]) for part in parts)
+        gigabytes = sum(a.nbytes for part in parts for a in part.values()) / 1e9
         logger.info("data: %d events of rank %d loaded into memory (%.2f GB)", n, self.rank, gigabytes)
-        return out
+        return parts
 
     def state_dict(self) -> dict[str, Any]:
         """Position within the epoch plus the layout it refers to."""

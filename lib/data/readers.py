@@ -3,9 +3,11 @@
 Arrays come back in their batch dtype (float32 for the inputs and float truth,
 int64 for integer truth) so that later steps never convert again. npz members stored
 uncompressed (np.savez) are memory-mapped; compressed ones are loaded once per file.
+`ChunkReader.read` may be called from several threads (reads take turns).
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -28,13 +30,15 @@ class ChunkReader:
         self.tree_name = tree_name
         self.branches = dict(branches)
         self._open: dict[int, object] = {}
+        self._lock = threading.Lock()  # open files are read by one thread at a time
 
     def read(self, file: int, start: int, stop: int) -> Columns:
         """Entries [start, stop) of file number `file` as {branch: array (n, ...)}."""
         info = self.files[file]
         try:
             read = self._read_root if info.kind == "root" else self._read_npz
-            raw = read(file, start, stop)
+            with self._lock:
+                raw = read(file, start, stop)
             return {name: np.asarray(raw[name]).astype(dtype, copy=False) for name, dtype in self.branches.items()}
         except DataError:
             raise
