@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -35,16 +36,20 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def _stacked(parts: list[Tensor] | None, n_outputs: int) -> np.ndarray:
+    """Concatenated (N, n_outputs) rows of a rank (empty when it saw no validation batch)."""
+    return torch.cat(parts).numpy() if parts else np.zeros((0, n_outputs))
+
+
 class RegressionTask:
     """Engine task of regression; validation also gathers residuals for resolution metrics."""
 
     monitor = "total_loss"
 
-    def __init__(self, cfg: RegressorConfig, transfer_report: dict[str, Any] | None) -> None:
-        self.cfg, self.transfer_report = cfg, transfer_report
+    def __init__(self, cfg: RegressorConfig, transfer_report: dict[str, Any] | None, tasks: dict[str, Any]) -> None:
+        self.cfg, self.transfer_report, self._tasks = cfg, transfer_report, tasks
         self._pred: dict[str, list[Tensor]] = {}
         self._truth: dict[str, list[Tensor]] = {}
-        self._tasks: dict[str, Any] = {}
 
     def training_step(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> StepOutput:
         """Balanced multi-task loss of one batch."""
@@ -54,8 +59,7 @@ class RegressionTask:
     def validation_step(self, model: nn.Module, batch: dict[str, Tensor]) -> StepOutput:
         """Loss of a validation batch; keeps predictions and truth of valid events for the resolutions."""
         loss, metrics, outputs = model(batch)
-        self._tasks = dict(unwrap(model).tasks.items())
-        for name, task in self._tasks.items():
+        for name, task in unwrap(model).tasks.items():
             valid = task.valid(batch)
             self._pred.setdefault(name, []).append(task.predict(outputs[name].float())[valid].cpu())
             self._truth.setdefault(name, []).append(task.target(batch)[valid].double().cpu())
@@ -63,8 +67,10 @@ class RegressionTask:
 
     def validation_epoch_end(self) -> dict[str, float]:
         """Resolutions from the residuals of all ranks (gathered, never averaged per rank)."""
-        pred = {name: gather_arrays(torch.cat(parts).numpy()) for name, parts in self._pred.items()}
-        truth = {name: gather_arrays(torch.cat(parts).numpy()) for name, parts in self._truth.items()}
+        pred = {name: gather_arrays(_stacked(self._pred.get(name), task.n_outputs))
+                for name, task in self._tasks.items()}
+        truth = {name: gather_arrays(_stacked(self._truth.get(name), task.n_outputs))
+                 for name, task in self._tasks.items()}
         self._pred, self._truth = {}, {}
         return task_metrics(self._tasks, truth, pred)
 
@@ -95,7 +101,7 @@ def build(cfg: RegressorConfig, dist: DistInfo, train_loader: Any) -> tuple[Regr
     if cfg.model.pretrained_encoder:
         report = load_pretrained_encoder(model.encoder, cfg.model.pretrained_encoder, cfg.model,
                                          cfg.normalization, cfg.model.allow_normalization_mismatch)
-    return model, RegressionTask(cfg, report)
+    return model, RegressionTask(cfg, report, dict(model.tasks.items()))
 
 
 def _log_headline(regressor: dict[str, float], baseline: dict[str, float]) -> None:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lib.presets import apply_preset
+
 NPHO_SCHEMES = ("log1p", "sqrt", "anscombe", "linear")
 # Raw npho / time with a magnitude above this mark a missing readout in the input files.
 RAW_MISSING_ABOVE = 9e9
@@ -58,15 +60,7 @@ class NormalizationConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("preset") is None:
-            return data
-        name = data["preset"]
-        if name not in PRESETS:
-            raise ValueError(
-                f"normalization.preset: unknown preset {name!r}; use one of {sorted(PRESETS)} "
-                "or remove the key to use the defaults"
-            )
-        return {**PRESETS[name], **data}
+        return apply_preset(data, PRESETS, "normalization")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> NormalizationConfig:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lib.geometry import GRID_SHAPES
+from lib.presets import apply_preset
 
 ENCODER_DIM_MULTIPLE = 32
 PREDICT_CHANNEL_CHOICES = (["npho", "time"], ["npho"])
@@ -78,12 +79,7 @@ class ModelConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("preset") is None:
-            return data
-        name = data["preset"]
-        if name not in PRESETS:
-            raise ValueError(f"model.preset: unknown preset {name!r}; use one of {sorted(PRESETS)}")
-        return {**PRESETS[name], **data}
+        return apply_preset(data, PRESETS, "model")
 
     @field_validator("encoder_dim")
     @classmethod
