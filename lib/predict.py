@@ -41,11 +41,7 @@ def predict(checkpoint: Path, inputs: Sequence[str], out: Path, batch_size: int,
     data = cfg.data
     loader = EventLoader(expand_inputs(list(inputs), config_key="--input"), batch_size=batch_size,
                          norm=cfg.normalization, tree_name=data.tree_name, npho_branch=data.npho_branch,
-                         time_branch=data.time_branch, shuffle=False)
-    if loader.n_events > len(loader) * batch_size:
-        log.warning("%d of %d events do not fill a whole batch of %d and are not predicted; use --batch_size 1 "
-                    "to predict every event", loader.n_events - len(loader) * batch_size, loader.n_events,
-                    batch_size)
+                         time_branch=data.time_branch, shuffle=False, drop_last=False)
     result = collect_predictions(model, loader, torch.device(device), cfg.normalization)
     tasks = dict(model.tasks.items())
     write_regression_predictions(

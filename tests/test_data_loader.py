@@ -128,22 +128,28 @@ def test_seeded_order_and_new_order_each_epoch(shard_dir):
     assert event_ids(b) == second
 
 
-@pytest.mark.parametrize(("num_workers", "in_memory"), [(0, False), (2, False), (0, True)])
-def test_resume_equals_uninterrupted(shard_dir, num_workers, in_memory):
-    kw = dict(batch_size=16, shuffle_buffer=30, num_workers=num_workers, in_memory=in_memory, seed=5)
+MODES = [(0, False), (2, False), (0, True)]  # (num_workers, in_memory)
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+@pytest.mark.parametrize(("num_workers", "in_memory"), MODES)
+def test_resume_equals_uninterrupted(shard_dir, num_workers, in_memory, drop_last):
+    kw = dict(batch_size=16, shuffle_buffer=30, num_workers=num_workers, in_memory=in_memory, seed=5,
+              drop_last=drop_last)  # fmt: skip
     whole = loader(shard_dir, **kw)
     whole.set_epoch(1)
     expected = event_ids(whole)
-    interrupted = loader(shard_dir, **kw)
-    interrupted.set_epoch(1)
-    stream = iter(interrupted)
-    head = [next(stream)["event"].tolist() for _ in range(3)]
-    state = interrupted.state_dict()
-    del stream
-    resumed = loader(shard_dir, **kw)
-    resumed.load_state_dict(state)
-    resumed.set_epoch(1)
-    assert state["batches_done"] == 3 and head + event_ids(resumed) == expected
+    for n_head in (3, len(whole) - 1):  # without drop_last, the last resume point is before the partial batch
+        interrupted = loader(shard_dir, **kw)
+        interrupted.set_epoch(1)
+        stream = iter(interrupted)
+        head = [next(stream)["event"].tolist() for _ in range(n_head)]
+        state = interrupted.state_dict()
+        del stream
+        resumed = loader(shard_dir, **kw)
+        resumed.load_state_dict(state)
+        resumed.set_epoch(1)
+        assert state["batches_done"] == n_head and head + event_ids(resumed) == expected
 
 
 def test_workers_deliver_every_planned_batch_once(shard_dir):
@@ -213,3 +219,62 @@ def test_in_order_keeps_order_bounds_lookahead_and_raises():
         assert set(started) == {0, 1, 2}  # the item being used and the 2 ahead, no more
         with pytest.raises(DataError, match="item 7"):
             list(in_order(threads, work, range(10), ahead=2))
+
+
+# ------------------------------------------------------------------------------- drop_last=False
+@pytest.mark.parametrize(("num_workers", "in_memory"), MODES)
+def test_without_drop_last_every_event_comes_once_on_each_rank(tmp_path, num_workers, in_memory):
+    sizes = [37, 29, 13]  # uneven files, none a multiple of the batch size
+    for k, n in enumerate(sizes):
+        write_root(tmp_path / f"f{k}.root", make_events(n, first_event=100 * k))
+    kw = dict(shuffle_buffer=20, num_workers=num_workers, in_memory=in_memory, drop_last=False)
+    ranks = [loader(tmp_path, rank=r, world_size=2, **kw) for r in range(2)]
+    per_rank = [[b["event"].tolist() for b in r] for r in ranks]
+    for r, (data, batches) in enumerate(zip(ranks, per_rank)):
+        n_rank = sum(sizes[r::2])  # files dealt round-robin: 50 and 29 events
+        assert len(data) == len(batches) and sum(map(len, batches)) == n_rank
+        if num_workers == 0:  # one stream: full batches, then the rest
+            assert [len(b) for b in batches] == [8] * (n_rank // 8) + [n_rank % 8]
+        else:  # one partial batch at most per stream
+            assert sum(len(b) < 8 for b in batches) <= num_workers and all(0 < len(b) <= 8 for b in batches)
+    assert len(ranks[0]) != len(ranks[1])  # ranks may differ in length
+    seen = sum(sum(per_rank, []), [])
+    assert sorted(seen) == [100 * k + i for k, n in enumerate(sizes) for i in range(n)]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_without_drop_last_the_full_batches_come_first_and_unchanged(shard_dir, num_workers):
+    kw = dict(batch_size=16, shuffle_buffer=30, num_workers=num_workers, seed=3)
+    full = event_ids(loader(shard_dir, **kw))
+    every = event_ids(loader(shard_dir, drop_last=False, **kw))
+    # shard_dir's 120 events: 7 full batches + 8 events in one stream, 3 + 12 in each of two
+    assert every[: len(full)] == full
+    assert [len(b) for b in every[len(full) :]] == ([8] if num_workers == 0 else [12, 12])
+    assert sorted(sum(every, [])) == list(range(120))
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_without_drop_last_a_data_set_smaller_than_a_batch_is_one_batch(tmp_path, in_memory):
+    events = make_events(5)
+    data = loader(write_root(tmp_path / "small.root", events), in_memory=in_memory, drop_last=False)
+    (batch,) = list(data)
+    assert len(data) == 1 and batch["event"].tolist() == list(range(5))
+    x, _, time_valid = normalize(events["npho"], events["relative_time"], NORM)
+    np.testing.assert_array_equal(batch["x"].numpy(), x)
+    np.testing.assert_array_equal(batch["time_valid"].numpy(), time_valid)
+    np.testing.assert_array_equal(batch["energyTruth"].numpy(), events["energyTruth"])
+
+
+@pytest.mark.parametrize(("num_workers", "in_memory"), MODES)
+def test_without_drop_last_a_rank_without_events_yields_nothing(tmp_path, num_workers, in_memory):
+    path = write_root(tmp_path / "one.root", make_events(1))  # rank 0 of 2 gets entries [0, 0)
+    empty, other = (loader(path, rank=r, world_size=2, num_workers=num_workers, in_memory=in_memory,
+                           drop_last=False) for r in range(2))  # fmt: skip
+    assert len(empty) == 0 and list(empty) == [] and list(empty) == []
+    assert (empty.state_dict()["epoch"], empty.state_dict()["batches_done"]) == (0, 0)
+    assert event_ids(other) == [[0]]
+
+
+def test_steps_per_epoch_needs_drop_last(shard_dir):
+    with pytest.raises(DataError, match="steps_per_epoch=3 with drop_last=False"):
+        loader(shard_dir, steps_per_epoch=3, drop_last=False)

@@ -40,6 +40,7 @@ def build_loader(cfg: Any, split: str, rank: int, world_size: int) -> EventLoade
         in_memory=data.in_memory,
         steps_per_epoch=data.steps_per_epoch if train else None,
         max_events=data.max_events if train else data.max_val_events,
+        drop_last=train,
     )
 
 

@@ -10,6 +10,13 @@ rank r holds n_rw events, and
 unless a smaller `steps_per_epoch` is given. Each stream drops fewer than batch_size
 events per epoch (which ones changes with the epoch when shuffling).
 
+With `drop_last=False` (validation and prediction, never training) every event of the
+rank is delivered: after its full batches each stream yields its leftover (< batch_size
+events) as one last, partial batch, and len(loader) is this rank's own number of batches,
+sum over w of ceil(n_rw / batch_size), 0 for a rank without events. It may differ between
+ranks, so such a loader must not drive per-step collectives (evaluation gathers once at
+the end); it cannot be combined with `steps_per_epoch`.
+
 Order: with shuffle, each stream shuffles its chunk order and then the events within
 windows of >= shuffle_buffer events (leftovers carry into the next window), all from
 a generator seeded with (seed, epoch, rank, stream); workers are interleaved in
@@ -53,16 +60,24 @@ from lib.normalization import NormalizationConfig
 logger = logging.getLogger(__name__)
 
 PathSpec = str | os.PathLike | Sequence[str | os.PathLike]
-_LAYOUT_KEYS = ("seed", "steps_per_epoch", "n_events", "world_size", "streams", "shuffle")
+_LAYOUT_KEYS = ("seed", "steps_per_epoch", "n_events", "world_size", "streams", "shuffle", "drop_last")
 
 
-def _check_arguments(batch_size: int, shuffle_buffer: int, num_workers: int, rank: int, world_size: int) -> None:
+def _check_arguments(
+    batch_size: int, shuffle_buffer: int, num_workers: int, rank: int, world_size: int,
+    steps_per_epoch: int | None, drop_last: bool,
+) -> None:  # fmt: skip
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if shuffle_buffer < 0 or num_workers < 0:
         raise ValueError(f"shuffle_buffer and num_workers must be >= 0, got {shuffle_buffer} and {num_workers}")
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
+    if steps_per_epoch is not None and not drop_last:
+        raise DataError(
+            f"steps_per_epoch={steps_per_epoch} with drop_last=False: a loader that delivers every event "
+            "(validation, prediction) has no step limit; leave steps_per_epoch unset or use drop_last=True"
+        )
 
 
 def _entries_used(infos: Sequence[FileInfo], max_events: int | None) -> list[int]:
@@ -92,8 +107,8 @@ def _usable_files(
 
 
 def _steps_per_epoch(plans: list[list[list[Chunk]]], batch_size: int, requested: int | None, n_events: int) -> int:
-    """The module docstring's formula, checked against a `requested` value."""
-    per_rank = [int(stream_capacities(streams, batch_size).sum()) for streams in plans]
+    """The module docstring's formula (full batches only), checked against a `requested` value."""
+    per_rank = [int(stream_capacities(streams, batch_size, drop_last=True).sum()) for streams in plans]
     deliverable = min(per_rank)
     if deliverable == 0:
         r = int(np.argmin(per_rank))
@@ -116,9 +131,11 @@ class EventLoader:
 
     Yields dicts with "x" (B, n_sensors, 2) float32, "npho_valid" / "time_valid"
     (B, n_sensors) bool and one tensor per truth branch (float32, or int64 for integer
-    branches such as run / event), exactly `len(self)` per epoch on every rank.
-    `shuffle_buffer=0` or `shuffle=False` keeps the file order; `in_memory` loads this
-    rank's events once (normalized) and shuffles them fully, without workers.
+    branches such as run / event), exactly `len(self)` per epoch: the same number on every
+    rank, or with `drop_last=False` every event of this rank in this rank's own number of
+    batches (see the module docstring). `shuffle_buffer=0` or `shuffle=False` keeps the
+    file order; `in_memory` loads this rank's events once (normalized) and shuffles them
+    fully, without workers.
     """
 
     def __init__(
@@ -140,8 +157,9 @@ class EventLoader:
         in_memory: bool = False,
         steps_per_epoch: int | None = None,
         max_events: int | None = None,
+        drop_last: bool = True,
     ):
-        _check_arguments(batch_size, shuffle_buffer, num_workers, rank, world_size)
+        _check_arguments(batch_size, shuffle_buffer, num_workers, rank, world_size, steps_per_epoch, drop_last)
         inputs = [npho_branch, time_branch]
         infos, self.truth_branches = _usable_files(paths, tree_name, inputs, truth_branches)
         used = _entries_used(infos, max_events)
@@ -159,24 +177,28 @@ class EventLoader:
             logger.info("data: in_memory ignores num_workers=%d (batches are sliced in the main process)", num_workers)
         n_streams = 1 if in_memory else max(1, num_workers)
         plans = [stream_chunks(rank_chunks(per_file, r, world_size), n_streams) for r in range(world_size)]
-        self.steps_per_epoch = _steps_per_epoch(plans, batch_size, steps_per_epoch, self.n_events)
+        self._capacities = stream_capacities(plans[rank], batch_size, drop_last)
+        if drop_last:
+            self.steps_per_epoch = _steps_per_epoch(plans, batch_size, steps_per_epoch, self.n_events)
+        else:
+            self.steps_per_epoch = int(self._capacities.sum())
         self.batch_size, self.num_workers, self.in_memory = batch_size, num_workers, in_memory
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle and shuffle_buffer > 0
-        self.epoch, self.batches_done = 0, 0
-        self._capacities = stream_capacities(plans[rank], batch_size)
+        self.drop_last, self.epoch, self.batches_done = drop_last, 0, 0
         self._memory: list[Columns] | None = None
         branch_dtypes = {n: batch_dtype(self.files[0].branches[n]) for n in self.truth_branches}
         branch_dtypes.update({name: np.dtype(np.float32) for name in inputs})
         self._spec = StreamSpec(
             files=self.files, tree_name=tree_name, npho_branch=npho_branch, time_branch=time_branch,
             branch_dtypes=branch_dtypes, norm=norm, batch_size=batch_size, shuffle=self.shuffle,
-            window_events=shuffle_buffer if self.shuffle else 0, seed=seed, rank=rank, streams=plans[rank],
+            window_events=shuffle_buffer if self.shuffle else 0, drop_last=drop_last, seed=seed, rank=rank,
+            streams=plans[rank],
         )  # fmt: skip
         self._dataset = StreamDataset(self._spec)
         logger.info(
-            "data: %d files, %d events, rank %d/%d, %d streams, %d steps of %d per epoch%s",
+            "data: %d files, %d events, rank %d/%d, %d streams, %d steps of %d per epoch%s%s",
             len(self.files), self.n_events, rank, world_size, n_streams, self.steps_per_epoch, batch_size,
-            " (in memory)" if in_memory else "",
+            "" if drop_last else " (last ones partial, every event)", " (in memory)" if in_memory else "",
         )  # fmt: skip
 
     def __len__(self) -> int:
@@ -200,7 +222,7 @@ class EventLoader:
         self._roll_over_finished_epoch()
 
     def _roll_over_finished_epoch(self) -> None:
-        if self.batches_done >= self.steps_per_epoch:
+        if self.steps_per_epoch and self.batches_done >= self.steps_per_epoch:  # 0 steps: only set_epoch moves
             self.epoch, self.batches_done = self.epoch + 1, 0
 
     def _iter_stream(self, start: int) -> Iterator[Batch]:
@@ -212,13 +234,16 @@ class EventLoader:
             yield from DataLoader(self._dataset, batch_size=None, num_workers=self.num_workers)
 
     def _iter_memory(self, start: int) -> Iterator[Batch]:
+        if start >= self.steps_per_epoch:  # also a rank without events: nothing to load
+            return
         if self._memory is None:
             self._memory = self._load_memory()
         rng = epoch_rng(self.seed, self.epoch, self.rank, 0) if self.shuffle else None
-        window = next(stream_windows(self._spec.streams[0], self.batch_size, None, rng))
+        windows = stream_windows(self._spec.streams[0], self.batch_size, None, rng, self.drop_last)
+        positions = [window.pool[batch] for window in windows for batch in window.batches]
         pool = Pool(self._memory)
         with ThreadPoolExecutor(THREADS) as threads:  # the next batches are gathered while one is used
-            for columns in in_order(threads, pool.take, window.batches[start : self.steps_per_epoch]):
+            for columns in in_order(threads, pool.take, positions[start : self.steps_per_epoch]):
                 yield to_batch(columns)
 
     def _load_memory(self) -> list[Columns]:
@@ -243,6 +268,7 @@ class EventLoader:
             "world_size": self.world_size,
             "streams": len(self._capacities),
             "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

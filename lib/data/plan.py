@@ -71,9 +71,11 @@ def stream_chunks(chunks: Sequence[Chunk], n_streams: int) -> list[list[Chunk]]:
     return [list(chunks[w::n_streams]) for w in range(n_streams)]
 
 
-def stream_capacities(streams: Sequence[Sequence[Chunk]], batch_size: int) -> np.ndarray:
-    """Full batches each stream can deliver per epoch: floor(events of the stream / batch_size)."""
-    return np.array([sum(c.size for c in s) // batch_size for s in streams], dtype=np.int64)
+def stream_capacities(streams: Sequence[Sequence[Chunk]], batch_size: int, drop_last: bool) -> np.ndarray:
+    """Batches each stream delivers per epoch: floor(events of the stream / batch_size) full
+    ones, plus one partial batch of the rest unless `drop_last`."""
+    events = np.array([sum(c.size for c in s) for s in streams], dtype=np.int64)
+    return events // batch_size if drop_last else -(-events // batch_size)
 
 
 def round_robin_counts(capacities: np.ndarray, n: int) -> np.ndarray:
@@ -112,28 +114,34 @@ def worker_assignments(capacities: np.ndarray, steps: int, done: int) -> list[tu
 class Window:
     """One shuffle window of a stream.
 
-    The window's pool is `carry` (stream positions left over from earlier windows)
+    The window's `pool` holds stream positions: `carry` (left over from earlier windows)
     followed by the positions of `chunks`; `batches` (n, batch_size) and `leftover` are
     sorted indices into that pool. `first_batch` numbers batches[0] within the epoch.
     """
 
     chunks: list[Chunk]
     carry: np.ndarray
+    pool: np.ndarray
     batches: np.ndarray
     leftover: np.ndarray
     first_batch: int
 
 
 def stream_windows(
-    chunks: Sequence[Chunk], batch_size: int, window_events: int | None, rng: np.random.Generator | None
+    chunks: Sequence[Chunk],
+    batch_size: int,
+    window_events: int | None,
+    rng: np.random.Generator | None,
+    drop_last: bool,
 ) -> Iterator[Window]:
     """Windows of a stream for one epoch, `chunks` being in the epoch's order.
 
     A window takes chunks until it holds >= `window_events` events (None: all chunks;
     0: one chunk). With `rng` the pool is permuted, else kept in order; the events
     that do not fill a whole batch carry over into the next window, so a stream
-    delivers floor(events / batch_size) batches. The order within a batch is sorted
-    by position (it carries no meaning and sorted reads are cheaper).
+    delivers floor(events / batch_size) full batches. Unless `drop_last`, a last window
+    without chunks then holds the final carry as one partial batch. The order within a
+    batch is sorted by position (it carries no meaning and sorted reads are cheaper).
     """
     sizes = np.array([c.size for c in chunks], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -149,8 +157,10 @@ def stream_windows(
         n_batches = len(pool) // batch_size
         batches = np.sort(order[: n_batches * batch_size].reshape(n_batches, batch_size), axis=1)
         leftover = np.sort(order[n_batches * batch_size :])
-        yield Window(list(chunks[i:j]), carry, batches, leftover, first)
+        yield Window(list(chunks[i:j]), carry, pool, batches, leftover, first)
         carry, first, i = pool[leftover], first + n_batches, j
+    if not drop_last and len(carry):
+        yield Window([], carry, carry, np.arange(len(carry))[np.newaxis], np.empty(0, np.int64), first)
 
 
 def chunk_offsets(chunks: Sequence[Chunk]) -> np.ndarray:

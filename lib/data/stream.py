@@ -122,11 +122,12 @@ def stream_batches(
     batch_size: int,
     window_events: int | None,
     rng: np.random.Generator | None,
+    drop_last: bool,
     skip: int,
     stop: int,
 ) -> Iterator[Columns]:
-    """Batches `skip`..`stop - 1` of one stream (chunks in epoch order) as columns of
-    `prepare(raw rows, out)`; each chunk is prepared once, right after it is read, into
+    """Batches `skip`..`stop - 1` of one stream (chunks in epoch order; unless `drop_last`,
+    the last batch is partial) as columns of `prepare(raw rows, out)`; each chunk is prepared once, right after it is read, into
     its rows of `buffer`.
 
     Windows wholly before `skip` are planned but not read; resuming inside a window
@@ -134,7 +135,7 @@ def stream_batches(
     """
     load = functools.partial(load_chunk, reader, prepare)  # (chunk, out) -> columns
     carry: Columns | None = None  # None: the carried-over events are not in memory
-    for window in stream_windows(chunks, batch_size, window_events, rng):
+    for window in stream_windows(chunks, batch_size, window_events, rng, drop_last):
         end = window.first_batch + len(window.batches)
         if window.first_batch >= stop:
             return
@@ -163,6 +164,7 @@ class StreamSpec:
     norm: NormalizationConfig
     batch_size: int
     window_events: int | None
+    drop_last: bool
     shuffle: bool
     seed: int
     rank: int
@@ -207,7 +209,8 @@ class StreamDataset(IterableDataset):
             with ChunkReader(s.files, s.tree_name, s.branch_dtypes) as reader, ThreadPoolExecutor(THREADS) as threads:
                 for columns in stream_batches(
                     reader, threads, buffer, chunks, s.prepare,
-                    batch_size=s.batch_size, window_events=s.window_events, rng=rng, skip=skip, stop=stop,
+                    batch_size=s.batch_size, window_events=s.window_events, rng=rng, drop_last=s.drop_last,
+                    skip=skip, stop=stop,
                 ):  # fmt: skip
                     yield to_batch(columns)
         finally:  # the threads have finished here, also when the consumer stopped early

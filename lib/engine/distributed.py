@@ -114,10 +114,11 @@ def _collective_device() -> torch.device:
 def reduce_metrics(sums: Mapping[str, torch.Tensor | float], n: int | float) -> dict[str, float]:
     """Sample-weighted means over all ranks: sum over ranks of `sums[k]` divided by the summed `n`.
 
-    `sums[k]` is this rank's sum of (batch mean x batch size); every rank must pass the same keys.
+    `sums[k]` is this rank's sum of (batch mean x batch size); a key a rank lacks (e.g. a rank
+    that saw no validation batch) counts as 0 there.
     """
-    keys = sorted(sums)
-    values = [torch.as_tensor(sums[k], dtype=torch.float64).reshape(()).cpu() for k in keys]
+    keys = sorted(set().union(*gather_objects(sorted(sums)))) if is_distributed() else sorted(sums)
+    values = [torch.as_tensor(sums.get(k, 0.0), dtype=torch.float64).reshape(()).cpu() for k in keys]
     packed = torch.stack(values + [torch.tensor(float(n), dtype=torch.float64)])
     if is_distributed():
         packed = packed.to(_collective_device())
