@@ -20,7 +20,7 @@ from lib.engine import (
 )
 from lib.engine.checkpoint import check_resume_compatible
 from lib.engine.rundir import detach_log_file
-from lib.engine.distributed import DistInfo
+from lib.engine.distributed import DistInfo, wait_for_all_ranks
 from lib.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
 from lib.engine.trainer import NonFiniteLossError
 from lib.layout import DONE_NAME, USAGE_ERROR_EXIT_CODE
@@ -66,6 +66,7 @@ def run_training(cfg: Any, build: BuildFn, finish: FinishFn) -> dict[str, Any]:
         finish(cfg, dist, result, task, val_loader)
         if dist.is_main:
             (Path(run_dir) / DONE_NAME).write_text("finished\n", encoding="utf-8")
+        wait_for_all_ranks()
         return result
     finally:
         detach_log_file()

@@ -22,7 +22,7 @@ from lib.config import MAEConfig
 from lib.engine import (
     DistributedSetupError, StepOutput, Trainer, cleanup, init_distributed, prepare_run_dir, reduce_metrics,
 )
-from lib.engine.distributed import check_same_config
+from lib.engine.distributed import check_same_config, wait_for_all_ranks
 
 N_FEATURES = 4
 
@@ -171,6 +171,7 @@ def _ddp_main(out_dir: Path) -> None:
         torch.save({"initial": initial, "grads": grads, "reduced": reduced, "world_size": world,
                     "config_mismatch": config_mismatch,
                     "final_metrics": result["final_metrics"]}, out_dir / "ddp.pt")
+    wait_for_all_ranks()
     cleanup()
 
 

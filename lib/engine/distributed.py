@@ -94,6 +94,13 @@ def init_distributed(cfg: Any) -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
+def wait_for_all_ranks() -> None:
+    """Barrier before a successful exit: a rank that destroys the process group while another still
+    works (rank 0 writing predictions) can abort in gloo ("terminate called without an active exception")."""
+    if is_distributed():
+        torch_dist.barrier()
+
+
 def cleanup() -> None:
     """Leave the process group if one was created."""
     if torch_dist.is_initialized():
