@@ -57,8 +57,10 @@ CONF
     fi
     mkdir -p /run/munge /var/log/munge /var/lib/munge
     chown munge:munge /run/munge /var/log/munge /var/lib/munge
-    if ! pgrep -x munged >/dev/null; then
-        runuser -u munge -- /usr/sbin/munged
+    # Ask munged itself (a pgrep would also match a defunct one); --force takes over a stale
+    # socket left by a munged that was killed.
+    if ! munge -n >/dev/null 2>&1; then
+        runuser -u munge -- /usr/sbin/munged --force
     fi
     export SLURM_CONF=$dir/slurm.conf
     slurmctld -f "$SLURM_CONF"
