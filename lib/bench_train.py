@@ -21,11 +21,11 @@ import torch
 from lib.config import ROOTS, load_config
 from lib.data.build import build_loader
 from lib.engine.optim import build_optimizer
+from lib.engine.trainer import AMP_DTYPES
 from lib.geometry import N_SENSORS
 
 log = logging.getLogger(__name__)
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def synthetic_batches(batch_size: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:

@@ -21,9 +21,9 @@ from lib.engine import (
 from lib.engine.checkpoint import check_resume_compatible
 from lib.engine.rundir import detach_log_file
 from lib.engine.distributed import DistInfo, wait_for_all_ranks
-from lib.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
+from lib.engine.preemption import Preempted
 from lib.engine.trainer import NonFiniteLossError
-from lib.layout import DONE_NAME, USAGE_ERROR_EXIT_CODE
+from lib.layout import DONE_NAME, PREEMPTED_EXIT_CODE, USAGE_ERROR_EXIT_CODE
 from lib.transfer import TransferError
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from lib.data.simulate import SimConfig, simulate_events, write_shards
-from lib.engine.rundir import LOG_NAME
+from lib.layout import LOG_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 MAE_CONFIG = REPO / "config" / "mae" / "mae_demo.yaml"

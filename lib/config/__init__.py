@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 from lib.config.cli import COMMON_FLAGS, build_arg_parser, cli_values, parse_args
-from lib.config.loader import (
-    ConfigError,
+from lib.config.loader import ConfigError, load_config, read_yaml, validate_data
+from lib.config.resolved import (
     diff_from_defaults,
     dump_yaml,
-    load_config,
+    flatten_config,
     load_resolved,
-    read_yaml,
     to_dict,
-    validate_data,
     write_resolved,
 )
 from lib.config.schema import (
@@ -52,6 +50,7 @@ __all__ = [
     "build_arg_parser",
     "cli_values",
     "diff_from_defaults",
+    "flatten_config",
     "dump_yaml",
     "load_config",
     "load_resolved",

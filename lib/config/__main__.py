@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lib.config.cli import parse_args
-from lib.config.loader import dump_yaml
+from lib.config.resolved import dump_yaml
 from lib.config.schema import ROOTS
 
 log = logging.getLogger(__name__)

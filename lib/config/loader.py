@@ -8,13 +8,10 @@ The user's file is only read, never written.
 """
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import difflib
 import logging
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -61,17 +58,6 @@ ConfigYamlLoader.add_implicit_resolver(
     list("-+0123456789."),
 )
 
-
-class _ResolvedDumper(yaml.SafeDumper):
-    """Block-style mappings; short lists of scalars on one line (betas: [0.9, 0.95])."""
-
-
-def _represent_list(dumper: yaml.SafeDumper, items: list) -> yaml.Node:
-    short = all(not isinstance(item, (list, dict)) for item in items) and len(repr(items)) <= 60
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=short)
-
-
-_ResolvedDumper.add_representer(list, _represent_list)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 Sources = dict[str, str]  # dotted key -> where its value came from ("file.yaml:12", "--set ...")
@@ -342,61 +328,3 @@ def _allowed_range(field: FieldInfo, name: str) -> str:
         bound, _, relation = lower.rstrip().rpartition(" ")
         return f"{name} {'>' if relation == '<' else '>='} {bound}"
     return f"{lower}{name}{upper}"
-
-
-def to_dict(cfg: BaseModel) -> dict[str, Any]:
-    """The config as plain YAML/JSON-safe data (tuples become lists)."""
-    return cfg.model_dump(mode="json")
-
-
-def dump_yaml(cfg: BaseModel) -> str:
-    """The config as YAML text, sections in schema order."""
-    return yaml.dump(to_dict(cfg), Dumper=_ResolvedDumper, sort_keys=False, default_flow_style=False)
-
-
-def write_resolved(cfg: BaseModel, path: str | Path) -> Path:
-    """Write the resolved config as YAML atomically (temporary file + rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(dump_yaml(cfg))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_resolved(source: Mapping[str, Any] | str | Path, root: type[RunConfig] = MAEConfig) -> RunConfig:
-    """Re-validate a resolved config: a dict (e.g. from a checkpoint) or a YAML file written by write_resolved."""
-    if isinstance(source, Mapping):
-        data, sources, origin = copy.deepcopy(dict(source)), {}, "resolved config"
-    else:
-        (data, sources), origin = read_yaml(Path(source)), str(source)
-    _migrate_legacy(data, sources)
-    return validate_data(data, root, sources, origin=origin)
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def diff_from_defaults(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
-    """{dotted_key: (default, value)} for every leaf of `cfg` that differs from its root's defaults."""
-    defaults = _flatten(to_dict(type(cfg)()))
-    values = _flatten(to_dict(cfg))
-    return {
-        key: (defaults.get(key), values.get(key))
-        for key in dict.fromkeys([*defaults, *values])
-        if defaults.get(key) != values.get(key)
-    }

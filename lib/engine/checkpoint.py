@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from lib.layout import BEST_NAME, LAST_NAME
+from lib.config import flatten_config
+from lib.layout import LAST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +98,6 @@ def restore_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def flatten_config(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> {dotted.key: leaf value}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        flat.update(flatten_config(value, name) if isinstance(value, Mapping) else {name: value})
-    return flat
 
 
 def check_resume_compatible(checkpoint: Mapping[str, Any], config: Mapping[str, Any], path: Path) -> None:

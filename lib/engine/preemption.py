@@ -10,7 +10,6 @@ import logging
 import signal
 import threading
 
-from lib.layout import PREEMPTED_EXIT_CODE
 
 log = logging.getLogger(__name__)
 

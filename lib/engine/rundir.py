@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from lib.config import write_resolved
-from lib.engine.checkpoint import LAST_NAME
 from lib.engine.distributed import DistInfo, broadcast_object
+from lib.layout import CHECKPOINT_DIR, CONFIG_NAME, LAST_NAME, LOG_NAME
 
 log = logging.getLogger(__name__)
 
-from lib.layout import CHECKPOINT_DIR, CONFIG_NAME, HISTORY_NAME, LAST_NAME, LOG_NAME  # noqa: F401 (re-exported)
 _LOG_HANDLER_TAG = "_xecmae_run_log"
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from lib.engine.checkpoint import flatten_config
+from lib.config import flatten_config
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 import time
 import warnings
 from datetime import timedelta
@@ -20,7 +19,7 @@ from torch import Tensor, nn
 
 from lib.config import to_dict
 from lib.engine.checkpoint import (
-    BEST_NAME, LAST_NAME, capture_rng_state, check_resume_compatible, copy_checkpoint, epoch_checkpoint_name,
+    capture_rng_state, check_resume_compatible, copy_checkpoint, epoch_checkpoint_name,
     find_resume_checkpoint, load_checkpoint, prune_epoch_checkpoints, restore_rng_state, save_checkpoint,
 )
 from lib.engine.distributed import (
@@ -29,14 +28,15 @@ from lib.engine.distributed import (
 from lib.engine.ema import ModelEMA
 from lib.engine.optim import build_optimizer, build_scheduler
 from lib.engine.preemption import Preempted, PreemptionFlag
-from lib.engine.rundir import CHECKPOINT_DIR, CONFIG_NAME, HISTORY_NAME, TrainingHistory
+from lib.engine.progress import Progress
+from lib.engine.rundir import TrainingHistory
+from lib.layout import BEST_NAME, CHECKPOINT_DIR, CONFIG_NAME, HISTORY_NAME, LAST_NAME
 from lib.engine.task import StepOutput, Task
 from lib.engine.tracking import start_tracking
 
 log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-LOSS_SMOOTHING = 0.9  # weight of the past in the logged (exponentially smoothed) loss
 
 
 class NonFiniteLossError(RuntimeError):
@@ -251,7 +251,7 @@ class Trainer:
         if start > 0:
             loader.load_state_dict(self._pending_rank_state["data"])
         batches = iter(loader)
-        progress = _Progress(self, n_batches, start)
+        progress = Progress(self, n_batches, start)
         finite = torch.ones((), dtype=torch.bool, device=self.dist.device)
         last_output: StepOutput | None = None
         for index in range(start, n_batches):
@@ -361,58 +361,3 @@ class Trainer:
             copy_checkpoint(first, checkpoint_dir / name)
         pruned = prune_epoch_checkpoints(checkpoint_dir, self.cfg.checkpoint.keep_last_n)
         log.debug("saved %s at global step %d (pruned %s)", names, self.global_step, [p.name for p in pruned])
-
-
-class _Progress:
-    """Per-epoch progress: a log line every log_every optimizer steps (and a tqdm bar on a terminal)."""
-
-    def __init__(self, trainer: Trainer, n_batches: int, start: int) -> None:
-        self.trainer, self.n_batches = trainer, n_batches
-        self.is_main = trainer.dist.is_main
-        self.bar = None
-        if self.is_main and sys.stdout.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=n_batches, initial=start, desc=f"epoch {trainer.epoch + 1}", leave=False)
-        self.smoothed_loss: Tensor | None = None
-        self._reset_window()
-
-    def _reset_window(self) -> None:
-        self.window_start, self.wait_s, self.samples = time.perf_counter(), 0.0, 0
-
-    def waited(self, seconds: float) -> None:
-        self.wait_s += seconds
-
-    def micro_step(self, n_samples: int) -> None:
-        self.samples += n_samples
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def optimizer_step(self, loss: Tensor, grad_norm: Tensor | None) -> None:
-        """Smooth the loss; every log_every steps log a line (rank 0) and step metrics to MLflow."""
-        self.smoothed_loss = loss if self.smoothed_loss is None else (
-            LOSS_SMOOTHING * self.smoothed_loss + (1 - LOSS_SMOOTHING) * loss)
-        trainer = self.trainer
-        if trainer.global_step % trainer.training.log_every or not self.is_main:
-            return
-        elapsed = time.perf_counter() - self.window_start
-        events_per_s = self.samples * trainer.dist.world_size / elapsed
-        steps_done = trainer.global_step - trainer._steps_at_start
-        remaining = trainer.training.epochs * trainer.steps_per_epoch - trainer.global_step
-        eta = timedelta(seconds=round(remaining * (time.perf_counter() - trainer._fit_start) / steps_done))
-        lr = trainer.optimizer.param_groups[0]["lr"]
-        loss_value = float(self.smoothed_loss)
-        step_metrics = {"step/loss": loss_value, "step/lr": lr, "step/events_per_s": events_per_s,
-                        "step/data_wait": self.wait_s / elapsed}
-        if grad_norm is not None:
-            step_metrics["step/grad_norm"] = float(grad_norm)
-        log.info("epoch %d step %d/%d (global %d) loss %.5g lr %.3g %.0f events/s data-wait %.0f%% eta %s",
-                 trainer.epoch + 1, math.ceil(trainer.batch_in_epoch / trainer.accum), trainer.steps_per_epoch,
-                 trainer.global_step, loss_value, lr, events_per_s, 100 * self.wait_s / elapsed, eta)
-        trainer.tracker.log_metrics(step_metrics, trainer.global_step)
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss_value:.4g}")
-        self._reset_window()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

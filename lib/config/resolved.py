@@ -1,0 +1,84 @@
+"""The resolved config as data and files: dict/YAML dumps, atomic writes, re-validation, diffs."""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from lib.config.loader import _migrate_legacy, read_yaml, validate_data
+from lib.config.schema import MAEConfig, RunConfig
+
+
+class _ResolvedDumper(yaml.SafeDumper):
+    """Block-style mappings; short lists of scalars on one line (betas: [0.9, 0.95])."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, items: list) -> yaml.Node:
+    short = all(not isinstance(item, (list, dict)) for item in items) and len(repr(items)) <= 60
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=short)
+
+
+_ResolvedDumper.add_representer(list, _represent_list)
+
+
+def to_dict(cfg: BaseModel) -> dict[str, Any]:
+    """The config as plain YAML/JSON-safe data (tuples become lists)."""
+    return cfg.model_dump(mode="json")
+
+
+def dump_yaml(cfg: BaseModel) -> str:
+    """The config as YAML text, sections in schema order."""
+    return yaml.dump(to_dict(cfg), Dumper=_ResolvedDumper, sort_keys=False, default_flow_style=False)
+
+
+def write_resolved(cfg: BaseModel, path: str | Path) -> Path:
+    """Write the resolved config as YAML atomically (temporary file + rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(dump_yaml(cfg))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_resolved(source: Mapping[str, Any] | str | Path, root: type[RunConfig] = MAEConfig) -> RunConfig:
+    """Re-validate a resolved config: a dict (e.g. from a checkpoint) or a YAML file written by write_resolved."""
+    if isinstance(source, Mapping):
+        data, sources, origin = copy.deepcopy(dict(source)), {}, "resolved config"
+    else:
+        (data, sources), origin = read_yaml(Path(source)), str(source)
+    _migrate_legacy(data, sources)
+    return validate_data(data, root, sources, origin=origin)
+
+
+def flatten_config(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{dotted key: leaf value} of a nested config dict (keys start with `prefix.` when given)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        flat.update(flatten_config(value, name) if isinstance(value, Mapping) else {name: value})
+    return flat
+
+
+def diff_from_defaults(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """{dotted_key: (default, value)} for every leaf of `cfg` that differs from its root's defaults."""
+    defaults = flatten_config(to_dict(type(cfg)()))
+    values = flatten_config(to_dict(cfg))
+    return {
+        key: (defaults.get(key), values.get(key))
+        for key in dict.fromkeys([*defaults, *values])
+        if defaults.get(key) != values.get(key)
+    }
