@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import numpy as np
@@ -126,17 +127,21 @@ def _bound_for(x: Array, c: float, rounding: Literal["down", "up"]) -> float:
 # ---------------------------------------------------------------- transforms
 
 
-def npho_forward(x: Any, cfg: NormalizationConfig) -> Array:
-    """Normalized npho for raw npho `x` (entries must lie in the scheme's domain)."""
+def npho_forward(x: Any, cfg: NormalizationConfig, out: Array | None = None) -> Array:
+    """Normalized npho for raw npho `x` (entries must lie in the scheme's domain), written
+    into `out` (an array of x's shape, kind and float dtype) if given."""
     x = _as_float(x)
     xp, s1 = _xp(x), cfg.npho_scale
     if cfg.npho_scheme == "log1p":
-        return xp.log1p(x / s1) / cfg.npho_scale2
+        y = xp.divide(x, s1, out=out)
+        return xp.divide(xp.log1p(y, out=y), cfg.npho_scale2, out=y)
     if cfg.npho_scheme == "sqrt":
-        return xp.sqrt(x) / math.sqrt(s1)
+        y = xp.sqrt(x, out=out)
+        return xp.divide(y, math.sqrt(s1), out=y)
     if cfg.npho_scheme == "anscombe":
-        return xp.sqrt(x + _ANSCOMBE_OFFSET) / math.sqrt(s1 + _ANSCOMBE_OFFSET)
-    return x / s1
+        y = xp.add(x, _ANSCOMBE_OFFSET, out=out)
+        return xp.divide(xp.sqrt(y, out=y), math.sqrt(s1 + _ANSCOMBE_OFFSET), out=y)
+    return xp.divide(x, s1, out=out)
 
 
 def npho_inverse(y: Any, cfg: NormalizationConfig) -> Array:
@@ -218,7 +223,7 @@ def validity_masks(npho: Any, time: Any, cfg: NormalizationConfig) -> tuple[Arra
 
 
 # Elements normalized per step: the temporaries of one step stay in the CPU cache.
-_BLOCK = 1 << 16
+_BLOCK = 1 << 18
 
 
 def normalize(
@@ -239,15 +244,76 @@ def normalize(
     x, npho_valid, time_valid = out
     flat_npho, flat_time = npho.reshape(-1), time.reshape(-1)
     flat_x, flat_npho_valid, flat_time_valid = x.reshape(-1, 2), npho_valid.reshape(-1), time_valid.reshape(-1)
-    for lo in range(0, flat_npho.shape[0], _BLOCK):
-        part = slice(lo, lo + _BLOCK)
-        n, t = flat_npho[part], flat_time[part]
-        n_valid, t_valid = flat_npho_valid[part], flat_time_valid[part]
+    normalize_flat = _normalize_generic if _is_torch(npho) else _normalize_compiled
+    normalize_flat(flat_npho, flat_time, cfg, flat_x, flat_npho_valid, flat_time_valid)
+    return x, npho_valid, time_valid
+
+
+def _blocks(n: int) -> list[slice]:
+    return [slice(lo, min(lo + _BLOCK, n)) for lo in range(0, n, _BLOCK)]
+
+
+def _normalize_generic(npho: Array, time: Array, cfg: NormalizationConfig, x: Array, npho_valid: Array,
+                       time_valid: Array) -> None:  # fmt: skip
+    """`normalize` of flat inputs into x of shape (n, 2) with array operations (torch)."""
+    for part in _blocks(npho.shape[0]):
+        n, t, n_valid, t_valid = npho[part], time[part], npho_valid[part], time_valid[part]
         _masks_into(n, t, cfg, n_valid, t_valid)
         with np.errstate(all="ignore"):  # invalid entries may give NaN / inf here; the sentinels replace them
-            _select_into(flat_x[part, 0], n_valid, npho_forward(n, cfg), cfg.npho_sentinel)
-            _select_into(flat_x[part, 1], t_valid, time_forward(t, cfg), cfg.time_sentinel)
-    return x, npho_valid, time_valid
+            _select_into(x[part, 0], n_valid, npho_forward(n, cfg), cfg.npho_sentinel)
+            _select_into(x[part, 1], t_valid, time_forward(t, cfg), cfg.time_sentinel)
+
+
+def _normalize_compiled(npho: np.ndarray, time: np.ndarray, cfg: NormalizationConfig, x: np.ndarray,
+                        npho_valid: np.ndarray, time_valid: np.ndarray) -> None:  # fmt: skip
+    """`_normalize_generic` for numpy arrays, with the same result: the npho transform by
+    numpy, masks, time transform, sentinels and interleaving by the compiled kernel of
+    `lib.normalization_kernel` (one pass instead of about fifteen); each block as one row."""
+    from lib.normalization_kernel import fill_rows
+
+    parameters = _kernel_parameters(npho, time, cfg)
+    scratch = np.empty(min(_BLOCK, npho.shape[0]), npho.dtype)
+    flat_x, one_row = x.reshape(-1), np.zeros(1, np.int64)
+    for part in _blocks(npho.shape[0]):
+        n = npho[part]
+        with np.errstate(all="ignore"):  # as above
+            values = npho_forward(n, cfg, out=scratch[: n.shape[0]])
+        fill_rows(n[None], time[part][None], values[None], one_row, one_row, *parameters,
+                  flat_x[None, 2 * part.start : 2 * part.stop], npho_valid[None, part], time_valid[None, part])  # fmt: skip
+
+
+def _kernel_parameters(npho: np.ndarray, time: np.ndarray, cfg: NormalizationConfig) -> tuple:
+    """The bounds, time transform and sentinels `fill_rows` takes, in the inputs' precision."""
+    minimum, inclusive = npho_domain_min(cfg)
+    npho_type, time_type = npho.dtype.type, time.dtype.type
+    return (
+        npho_type(_bound_for(npho, RAW_MISSING_ABOVE, "down")),
+        npho_type(_bound_for(npho, minimum, "up" if inclusive else "down")), inclusive,
+        npho_type(_bound_for(npho, cfg.npho_threshold, "up")),
+        time_type(_bound_for(time, RAW_MISSING_ABOVE, "down")),
+        time_type(cfg.time_scale), time_type(cfg.time_shift),
+        np.float32(cfg.npho_sentinel), np.float32(cfg.time_sentinel),
+    )  # fmt: skip
+
+
+def normalize_rows(
+    npho: np.ndarray,
+    time: np.ndarray,
+    cfg: NormalizationConfig,
+    targets: Sequence[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]],
+    scratch: np.ndarray | None = None,
+) -> None:
+    """`normalize` of rows of raw numpy npho / time (events, sensors), written straight into
+    rows of other arrays: for each (src, dst, (x, npho_valid, time_valid)) of `targets`,
+    event src[k] goes to row dst[k] of those (C-contiguous) arrays. `scratch`: a float
+    array of npho's shape for the npho transform (else one is allocated)."""
+    from lib.normalization_kernel import fill_rows
+
+    with np.errstate(all="ignore"):  # invalid entries may give NaN / inf here; the sentinels replace them
+        values = npho_forward(npho, cfg, out=scratch)
+    parameters = _kernel_parameters(npho, time, cfg)
+    for src, dst, (x, npho_valid, time_valid) in targets:
+        fill_rows(npho, time, values, src, dst, *parameters, x.reshape(len(x), -1), npho_valid, time_valid)
 
 
 def _check_out(out: tuple[Array, Array, Array], like: Array, shape: tuple[int, ...]) -> None:

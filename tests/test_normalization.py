@@ -203,6 +203,29 @@ def test_numpy_and_torch_agree(scheme):
         np.testing.assert_array_equal(a, b.numpy())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scheme", NPHO_SCHEMES)
+def test_compiled_kernel_gives_the_bits_of_the_array_operations(scheme, dtype, monkeypatch):
+    # numpy input goes through lib.normalization_kernel; the generic array operations (used
+    # for tensors) must give the same bits on numpy input, at every bound and across blocks
+    import lib.normalization as normalization
+
+    monkeypatch.setattr(normalization, "_BLOCK", 64)
+    cfg = NormalizationConfig(npho_scheme=scheme, npho_threshold=0.7, npho_sentinel=-7.0, time_sentinel=-9.0)
+    edges = np.array([npho_domain_min(cfg)[0], 0.0, -0.0, 0.7, 9e9, -9e9, 1e10, np.nan, np.inf, -np.inf], dtype)
+    edges = np.concatenate([edges, np.nextafter(edges, dtype(np.inf)), np.nextafter(edges, dtype(-np.inf))])
+    npho, time = (a.astype(dtype) for a in raw_sample((5, 40), seed=6))
+    npho.reshape(-1)[20 : 20 + len(edges)] = edges
+    time.reshape(-1)[100 : 100 + len(edges)] = edges
+    compiled = normalize(npho, time, cfg)
+    monkeypatch.setattr(normalization, "_normalize_compiled", normalization._normalize_generic)
+    generic = normalize(npho, time, cfg)
+    for a, b in zip(compiled, generic):
+        np.testing.assert_array_equal(a, b)
+    _, npho_valid, time_valid = compiled
+    assert 0 < npho_valid.sum() < npho_valid.size and 0 < time_valid.sum() < npho_valid.sum()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_float32_input_is_judged_like_its_float64_value(backend):
     # bounds that float32 cannot represent (0.7 and 9e9 round down, -0.7 up), and float32
