@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 
 from lib.data.files import DataError, expand_inputs, inspect_files
 from lib.data.plan import Chunk, file_chunks, rank_chunks, round_robin_counts, worker_assignments
-from lib.data.readers import ChunkReader
+from lib.data.readers import BatchRecycler, ChunkReader
 from lib.geometry import N_SENSORS
 from tests.conftest import make_events, write_npz, write_root
 
@@ -112,6 +114,56 @@ def test_reader_returns_the_written_rows(tmp_path, suffix):
     np.testing.assert_array_equal(rows["npho"], events["npho"][12:27])
     np.testing.assert_array_equal(rows["emiAng"], events["emiAng"][12:27])
     assert rows["run"].dtype == np.int64 and (rows["run"] == 7).all()
+
+
+def test_reader_reads_from_threads_at_once_and_bounds_open_files(tmp_path, monkeypatch):
+    import lib.data.readers as readers
+
+    events = make_events(40)
+    paths = [write_root(tmp_path / f"f{k}.root", {n: v[10 * k : 10 * k + 10] for n, v in events.items()})
+             for k in range(4)]  # fmt: skip
+    infos = inspect_files(paths, "tree", INPUTS, None)
+    opened, closed = [], []
+
+    class Counted:  # an uproot file that records being opened and closed
+        def __init__(self, path):
+            self.file = real_open(path)
+            opened.append(path)
+
+        def __getitem__(self, key):
+            return self.file[key]
+
+        def close(self):
+            closed.append(self)
+            self.file.close()
+
+    real_open = readers.open_root
+    monkeypatch.setattr(readers, "open_root", Counted)
+    reader = ChunkReader(infos, "tree", {"npho": np.dtype(np.float32), "event": np.dtype(np.int64)}, keep_open=2)
+    jobs = [(k % 4, 2 * (k % 5), 2 * (k % 5) + 2) for k in range(40)]
+    with ThreadPoolExecutor(4) as threads:
+        rows = list(threads.map(lambda job: reader.read(*job), jobs))
+    for (file, start, stop), got in zip(jobs, rows):
+        np.testing.assert_array_equal(got["event"], events["event"][10 * file + start : 10 * file + stop])
+        np.testing.assert_array_equal(got["npho"], events["npho"][10 * file + start : 10 * file + stop])
+    assert len(opened) - len(closed) <= 2 and len(opened) >= 4  # idle files beyond keep_open were closed
+    reader.close()
+    assert len(opened) == len(closed)
+
+
+def test_recycler_reuses_batch_arrays_only_when_nothing_refers_to_them():
+    recycler = BatchRecycler()
+    template = {"x": np.zeros((1, 4, 2), np.float32), "event": np.zeros(1, np.int64)}
+    first = {k: torch.from_numpy(a) for k, a in recycler.empty(template, 3).items()}
+    address = first["x"].data_ptr()
+    assert recycler.empty(template, 3)["x"].ctypes.data != address  # the batch is still in use
+    view = first["x"][1:]
+    del first
+    assert recycler.empty(template, 3)["x"].ctypes.data != address  # a view of it is still in use
+    del view
+    again = recycler.empty(template, 3)
+    assert again["x"].ctypes.data == address and again["x"].shape == (3, 4, 2)
+    assert recycler.empty(template, 5)["x"].shape == (5, 4, 2)  # another size: other arrays
 
 
 def test_corrupt_basket_is_reported_with_file_and_range(tmp_path):

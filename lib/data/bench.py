@@ -4,13 +4,14 @@
 
 For the ROOT and the npz shards of the input it measures events/s of (a) reading the
 input and truth branches of every event with nothing else (uproot in the loader's
-basket-aligned ranges / numpy), (b) one epoch of `EventLoader` (reading, shuffling,
-normalization, batching; worker start-up included), and prints b/a. Both see the same
-events and branches; each runs once untimed first (warm file cache, imports), then
-(a) and (b) alternate `--repeat` times and the medians count, so a load change on a
-shared machine hits both alike. When the input has only ROOT shards, npz copies are
-written to a temporary directory. The first lines say what machine and settings the
-figures belong to; the last line is the rate of `normalize` alone.
+basket-aligned ranges, files opened once like the loader's / numpy), (b) one epoch of
+one `EventLoader` (reading, shuffling, normalization, batching; it keeps its files open
+and its worker processes up between epochs, as in training), and prints b/a. Both see
+the same events and branches; each runs once untimed first (warm file cache, imports,
+worker start-up), then (a) and (b) alternate `--repeat` times and the medians count, so
+a load change on a shared machine hits both alike. When the input has only ROOT shards,
+npz copies are written to a temporary directory. The first lines say what machine and
+settings the figures belong to; the last line is the rate of `normalize` alone.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from lib.config.schema import DataConfig
-from lib.data.files import FileInfo, common_truth_branches, expand_inputs, inspect_files
+from lib.data.files import FileInfo, common_truth_branches, expand_inputs, inspect_files, open_root
 from lib.data.loader import EventLoader
 from lib.data.plan import file_chunks
 from lib.data.readers import ChunkReader
@@ -53,25 +54,36 @@ def machine_line() -> str:
     )
 
 
-def plain_read(infos: Sequence[FileInfo], branches: Sequence[str], batch_size: int) -> int:
-    """Read `branches` of every entry (ROOT in the loader's basket-aligned chunks, npz whole); events read."""
-    import uproot
+class PlainReader:
+    """(a): read `branches` of every entry with nothing else: ROOT in the loader's basket-aligned
+    chunks through file handles opened once (as the loader keeps its files open between
+    epochs), npz whole."""
 
-    n = 0
-    for info in infos:
-        if info.kind == "root":
-            with uproot.open(info.path, array_cache=None) as f:
-                tree = f[DEFAULTS.tree_name]
-                for c in file_chunks(0, info.boundaries, info.n_entries, batch_size):
-                    arrays = tree.arrays(
-                        filter_name=list(branches), entry_start=c.start, entry_stop=c.stop, library="np"
+    def __init__(self, infos: Sequence[FileInfo], branches: Sequence[str], batch_size: int):
+        self.infos, self.branches = infos, list(branches)
+        self.files = {i.path: open_root(i.path) for i in infos if i.kind == "root"}
+        self.trees = {path: f[DEFAULTS.tree_name] for path, f in self.files.items()}
+        self.chunks = {i.path: file_chunks(0, i.boundaries, i.n_entries, batch_size) for i in infos}
+
+    def __call__(self) -> int:
+        """Events read."""
+        n = 0
+        for info in self.infos:
+            if info.kind == "root":
+                for c in self.chunks[info.path]:
+                    arrays = self.trees[info.path].arrays(
+                        filter_name=self.branches, entry_start=c.start, entry_stop=c.stop, library="np"
                     )
-                    n += len(arrays[branches[0]])
-        else:
-            with np.load(info.path) as f:
-                arrays = [f[b] for b in branches]  # each access reads the whole array
-                n += len(arrays[0])
-    return n
+                    n += len(arrays[self.branches[0]])
+            else:
+                with np.load(info.path) as f:
+                    arrays = [f[b] for b in self.branches]  # each access reads the whole array
+                    n += len(arrays[0])
+        return n
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
 
 
 def loader_epoch(loader: EventLoader) -> int:
@@ -123,13 +135,14 @@ def compare(label: str, infos: Sequence[FileInfo], branches: Sequence[str], args
         tree_name=DEFAULTS.tree_name, npho_branch=DEFAULTS.npho_branch, time_branch=DEFAULTS.time_branch,
         truth_branches=[b for b in branches if b not in INPUTS], shuffle_buffer=DEFAULTS.shuffle_buffer,
     )  # fmt: skip
-    read = functools.partial(plain_read, infos, branches, args.batch_size)
+    read = PlainReader(infos, branches, args.batch_size)
     epoch = functools.partial(loader_epoch, loader)
     read(), epoch()  # warm-up: file cache, imports, allocator
     plain, full = [], []
     for _ in range(args.repeat):
         plain.append(timed(read))
         full.append(timed(epoch))
+    read.close()
     plain_rates = [n / wall for wall, _, n in plain]
     full_rates = [n / wall for wall, _, n in full]
     plain_rate, full_rate = statistics.median(plain_rates), statistics.median(full_rates)

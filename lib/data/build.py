@@ -4,9 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import uproot
 
-from lib.data.files import DataError, FileInfo, expand_inputs
+from lib.data.files import DataError, FileInfo, expand_inputs, open_root
 from lib.data.loader import EventLoader
 
 
@@ -53,7 +52,7 @@ def read_branches(files: list[FileInfo], names: list[str], tree_name: str) -> di
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for info in files:
         if info.kind == "root":
-            with uproot.open(info.path) as file:
+            with open_root(info.path) as file:
                 arrays = file[tree_name].arrays(names, library="np", entry_stop=info.n_entries)
         else:
             with np.load(info.path) as file:
