@@ -159,6 +159,24 @@ def test_workers_deliver_every_planned_batch_once(shard_dir):
     assert len(data) == 2 * (60 // 8) and len(ids) == len(set(ids)) == len(data) * 8
 
 
+def test_worker_processes_stay_up_and_follow_the_epoch(shard_dir):
+    kw = dict(num_workers=2, shuffle_buffer=30, seed=3)
+    data = loader(shard_dir, **kw)
+    first = event_ids(data)
+    pids = [w.pid for w in data._workers._iterator._workers]
+    stream = iter(data)  # epoch 1, left after two batches
+    partial = [next(stream)["event"].tolist() for _ in range(2)]
+    del stream
+    data.set_epoch(2)
+    third = event_ids(data)
+    assert [w.pid for w in data._workers._iterator._workers] == pids
+    fresh = [loader(shard_dir, **kw) for _ in range(3)]
+    for epoch, got in ((0, first), (1, partial), (2, third)):
+        fresh[epoch].set_epoch(epoch)
+        assert event_ids(fresh[epoch])[: len(got)] == got
+    assert first != third
+
+
 def test_in_memory_equals_streaming(shard_dir):
     streamed = list(loader(shard_dir, shuffle=False))
     held = list(loader(shard_dir, shuffle=False, in_memory=True))

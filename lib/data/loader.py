@@ -22,6 +22,10 @@ windows of >= shuffle_buffer events (leftovers carry into the next window), all 
 a generator seeded with (seed, epoch, rank, stream); workers are interleaved in
 DataLoader's round-robin order. The same seed, epoch, world_size and num_workers give
 the same batches; `state_dict` / `load_state_dict` resume mid-epoch exactly.
+
+Worker processes start with the first iteration and stay up for the next epochs (their
+file handles and buffers too); what to deliver reaches them through the dataset's plan,
+a tensor in shared memory written before each iteration.
 """
 from __future__ import annotations
 
@@ -53,7 +57,7 @@ from lib.data.plan import (
     stream_windows,
     worker_assignments,
 )
-from lib.data.readers import ChunkReader, Columns, Pool, batch_dtype
+from lib.data.readers import BatchRecycler, ChunkReader, Columns, Pool, batch_dtype
 from lib.data.stream import THREADS, Batch, StreamDataset, StreamSpec, epoch_rng, in_order, load_chunk, to_batch
 from lib.normalization import NormalizationConfig
 
@@ -186,6 +190,8 @@ class EventLoader:
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle and shuffle_buffer > 0
         self.drop_last, self.epoch, self.batches_done = drop_last, 0, 0
         self._memory: list[Columns] | None = None
+        self._workers: DataLoader | None = None
+        self._recycler = BatchRecycler()  # batch arrays of the in-memory mode
         branch_dtypes = {n: batch_dtype(self.files[0].branches[n]) for n in self.truth_branches}
         branch_dtypes.update({name: np.dtype(np.float32) for name in inputs})
         self._spec = StreamSpec(
@@ -226,12 +232,16 @@ class EventLoader:
             self.epoch, self.batches_done = self.epoch + 1, 0
 
     def _iter_stream(self, start: int) -> Iterator[Batch]:
-        self._dataset.epoch = self.epoch
-        self._dataset.assignments = worker_assignments(self._capacities, self.steps_per_epoch, start)
+        self._dataset.set_plan(self.epoch, worker_assignments(self._capacities, self.steps_per_epoch, start))
         if self.num_workers == 0:
             yield from self._dataset
-        else:
-            yield from DataLoader(self._dataset, batch_size=None, num_workers=self.num_workers)
+            return
+        if self._workers is None:
+            self._dataset.plan.share_memory_()  # before the workers start: they see every later plan
+            self._workers = DataLoader(
+                self._dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=True
+            )
+        yield from self._workers
 
     def _iter_memory(self, start: int) -> Iterator[Batch]:
         if start >= self.steps_per_epoch:  # also a rank without events: nothing to load
@@ -241,7 +251,7 @@ class EventLoader:
         rng = epoch_rng(self.seed, self.epoch, self.rank, 0) if self.shuffle else None
         windows = stream_windows(self._spec.streams[0], self.batch_size, None, rng, self.drop_last)
         positions = [window.pool[batch] for window in windows for batch in window.batches]
-        pool = Pool(self._memory)
+        pool = Pool(self._memory, self._recycler)
         with ThreadPoolExecutor(THREADS) as threads:  # the next batches are gathered while one is used
             for columns in in_order(threads, pool.take, positions[start : self.steps_per_epoch]):
                 yield to_batch(columns)

@@ -166,3 +166,28 @@ def stream_windows(
 def chunk_offsets(chunks: Sequence[Chunk]) -> np.ndarray:
     """Stream position at which each chunk starts, plus the total at the end."""
     return np.concatenate([[0], np.cumsum([c.size for c in chunks], dtype=np.int64)])
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the events of a window's pool go: output `target[p]` (an index into the
+    window's outputs, -1 for none) at row `row[p]`, for each pool index p."""
+
+    target: np.ndarray
+    row: np.ndarray
+
+    @classmethod
+    def of(cls, groups: Sequence[np.ndarray], pool_size: int) -> Placement:
+        """Output t holds the pool indices groups[t] (sorted), in that order."""
+        target, row = np.full(pool_size, -1, np.int64), np.zeros(pool_size, np.int64)
+        for t, indices in enumerate(groups):
+            target[indices], row[indices] = t, np.arange(len(indices))
+        return cls(target, row)
+
+    def moves(self, lo: int, hi: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(output, source rows counted from lo, destination rows) for the pool indices
+        lo..hi-1 that go somewhere; rows ascending within each output."""
+        targets = self.target[lo:hi]
+        order = np.argsort(targets, kind="stable")
+        runs = np.split(order, np.flatnonzero(np.diff(targets[order])) + 1)
+        return [(int(targets[run[0]]), run, self.row[lo + run]) for run in runs if len(run) and targets[run[0]] >= 0]

@@ -2,19 +2,17 @@
 IterableDataset that runs the streams in DataLoader workers.
 
 All decisions (which chunks, which events in which batch) come from `lib.data.plan`;
-this module only reads the chunks a window needs, normalizes each chunk as a whole and
-gathers the batches from the normalized rows. Each stream runs that work in `THREADS`
-threads (one chunk is read while another is normalized, the next batch is gathered while
-the current one is used): uproot's decompression and numpy release the GIL, so a loader
-without worker processes can use two cores.
+this module reads the chunks a window needs and normalizes each one straight into its
+events' rows of the window's batches (one pass, no second copy to gather them). Each
+stream runs that in `THREADS` threads: uproot's decompression, numpy and the compiled
+normalization release the GIL, so a loader without worker processes uses two cores.
 """
 from __future__ import annotations
 
-import functools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -22,12 +20,12 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lib.data.files import FileInfo
-from lib.data.plan import Chunk, chunk_offsets, stream_windows
-from lib.data.readers import ChunkReader, Columns, Pool, concat_columns
-from lib.normalization import NormalizationConfig, normalize
+from lib.data.plan import Chunk, Placement, chunk_offsets, stream_windows
+from lib.data.readers import BatchRecycler, ChunkReader, Columns, Pool, concat_columns
+from lib.normalization import NormalizationConfig, normalize, normalize_rows
 
 Batch = dict[str, torch.Tensor]
-THREADS = 2  # per stream: chunks read / normalized and batches gathered at the same time
+THREADS = 2  # per stream: chunks read and normalized at the same time
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -54,41 +52,33 @@ def epoch_rng(seed: int, epoch: int, rank: int, stream: int) -> np.random.Genera
     return np.random.default_rng([seed, epoch, rank, stream])
 
 
-Normalized = tuple[np.ndarray, np.ndarray, np.ndarray]  # x, npho_valid, time_valid
-Prepare = Callable[[Columns, Normalized | None], Columns]  # raw rows, where to normalize into -> batch columns
+Moves = list[tuple[int, np.ndarray, np.ndarray]]  # (output, source rows, destination rows): Placement.moves
 
 
-def model_columns(
-    raw: Columns, npho_branch: str, time_branch: str, norm: NormalizationConfig, out: Normalized | None = None
-) -> Columns:
+def model_columns(raw: Columns, npho_branch: str, time_branch: str, norm: NormalizationConfig) -> Columns:
     """The columns a batch carries, for raw rows: x / npho_valid / time_valid from the
-    input branches (see `lib.normalization.normalize`, written into `out` if given),
-    the truth branches unchanged."""
+    input branches (see `lib.normalization.normalize`), the truth branches unchanged."""
     columns = dict(raw)
-    x, npho_valid, time_valid = normalize(columns.pop(npho_branch), columns.pop(time_branch), norm, out)
+    x, npho_valid, time_valid = normalize(columns.pop(npho_branch), columns.pop(time_branch), norm)
     return {"x": x, "npho_valid": npho_valid, "time_valid": time_valid, **columns}
 
 
-class WindowBuffer:
-    """x / npho_valid / time_valid arrays for the normalized chunks of one window, kept for
-    the next window (and epoch): fresh memory costs page faults that take about as long as
-    normalizing. The batches and the carry are copies, so a window may overwrite the last."""
+@dataclass
+class StreamMemory:
+    """Arrays of one stream kept for the next windows (and epochs), since fresh memory costs
+    page faults that take about as long as the work done in it: `batches` to assemble the
+    batches (and carried-over events) in, reused once the consumer has let go of them, and
+    `scratch` for the npho transforms of the chunks being normalized."""
 
-    def __init__(self, sensor_shape: tuple[int, ...]):
-        self.sensor_shape = sensor_shape
-        self._arrays: Normalized | None = None
+    batches: BatchRecycler
+    scratch: BatchRecycler = field(default_factory=lambda: BatchRecycler(keep=2 * THREADS))
 
-    def parts(self, sizes: Sequence[int]) -> list[Normalized]:
-        """Consecutive row blocks of `sizes` rows each (the allocation grows when too small)."""
-        total = int(sum(sizes))
-        if self._arrays is None or len(self._arrays[0]) < total:
-            self._arrays = (
-                np.empty((total, *self.sensor_shape, 2), np.float32),
-                np.empty((total, *self.sensor_shape), bool),
-                np.empty((total, *self.sensor_shape), bool),
-            )
-        bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        return [tuple(a[lo:hi] for a in self._arrays) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+def copy_rows(columns: Columns, moves: Moves, outputs: list[Columns]) -> None:
+    """Rows of `columns` to their places in `outputs` (columns missing there are skipped)."""
+    for t, src, dst in moves:
+        for name, array in columns.items():
+            outputs[t][name][dst] = array[src]
 
 
 def to_batch(columns: Columns) -> Batch:
@@ -96,9 +86,26 @@ def to_batch(columns: Columns) -> Batch:
     return {name: torch.from_numpy(array) for name, array in columns.items()}
 
 
-def load_chunk(reader: ChunkReader, prepare: Prepare, chunk: Chunk, out: Normalized | None = None) -> Columns:
-    """`prepare` of the raw rows of `chunk`, normalizing into `out` if given."""
-    return prepare(reader.read(chunk.file, chunk.start, chunk.stop), out)
+def load_chunk(reader: ChunkReader, prepare: Callable[[Columns], Columns], chunk: Chunk) -> Columns:
+    """`prepare` of the raw rows of `chunk`."""
+    return prepare(reader.read(chunk.file, chunk.start, chunk.stop))
+
+
+def scatter_chunk(
+    reader: ChunkReader, spec: StreamSpec, scratch: BatchRecycler, chunk: Chunk, moves: Moves, outputs: list[Columns]
+) -> None:
+    """Read `chunk` and put its events, normalized, at their places in `outputs`."""
+    raw = reader.read(chunk.file, chunk.start, chunk.stop)
+    npho, time = raw.pop(spec.npho_branch), raw.pop(spec.time_branch)
+    npho, time = npho.reshape(len(npho), -1), time.reshape(len(time), -1)
+    transform = scratch.empty({"npho": npho[:0]}, len(npho))["npho"]
+    targets = []
+    for t, src, dst in moves:
+        out = outputs[t]
+        masks = (out["npho_valid"].reshape(len(out["x"]), -1), out["time_valid"].reshape(len(out["x"]), -1))
+        targets.append((src, dst, (out["x"], *masks)))
+    normalize_rows(npho, time, spec.norm, targets, transform)
+    copy_rows(raw, moves, outputs)  # the truth branches
 
 
 def read_positions(reader: ChunkReader, chunks: Sequence[Chunk], positions: np.ndarray) -> Columns:
@@ -115,27 +122,23 @@ def read_positions(reader: ChunkReader, chunks: Sequence[Chunk], positions: np.n
 def stream_batches(
     reader: ChunkReader,
     threads: Executor,
-    buffer: WindowBuffer,
+    memory: StreamMemory,
     chunks: Sequence[Chunk],
-    prepare: Prepare,
-    *,
-    batch_size: int,
-    window_events: int | None,
+    spec: StreamSpec,
     rng: np.random.Generator | None,
-    drop_last: bool,
     skip: int,
     stop: int,
 ) -> Iterator[Columns]:
-    """Batches `skip`..`stop - 1` of one stream (chunks in epoch order; unless `drop_last`,
-    the last batch is partial) as columns of `prepare(raw rows, out)`; each chunk is prepared once, right after it is read, into
-    its rows of `buffer`.
+    """Batches `skip`..`stop - 1` of one stream (chunks in epoch order; unless
+    `spec.drop_last`, the last batch is partial). Each window's chunks are read and
+    normalized in `threads` straight into the window's batches (and the arrays of the
+    events it carries over), which are then yielded.
 
     Windows wholly before `skip` are planned but not read; resuming inside a window
     reads the chunks holding its carried-over events.
     """
-    load = functools.partial(load_chunk, reader, prepare)  # (chunk, out) -> columns
     carry: Columns | None = None  # None: the carried-over events are not in memory
-    for window in stream_windows(chunks, batch_size, window_events, rng, drop_last):
+    for window in stream_windows(chunks, spec.batch_size, spec.window_events, rng, spec.drop_last):
         end = window.first_batch + len(window.batches)
         if window.first_batch >= stop:
             return
@@ -143,13 +146,21 @@ def stream_batches(
             carry = None
             continue
         if carry is None and len(window.carry):
-            carry = prepare(read_positions(reader, chunks, window.carry), None)
-        jobs = zip(window.chunks, buffer.parts([c.size for c in window.chunks]))
-        fresh = list(in_order(threads, lambda job: load(*job), jobs))
-        pool = Pool([carry, *fresh] if carry else fresh)
-        wanted = slice(max(skip, window.first_batch) - window.first_batch, min(stop, end) - window.first_batch)
-        yield from in_order(threads, pool.take, window.batches[wanted])
-        carry = pool.take(window.leftover) if end < stop else None
+            carry = spec.prepare(read_positions(reader, chunks, window.carry))
+        groups = list(window.batches[max(skip, window.first_batch) - window.first_batch : min(stop, end) - window.first_batch])
+        carry_over = end < stop and len(window.leftover) > 0
+        if carry_over:
+            groups.append(window.leftover)
+        outputs = [memory.batches.empty(spec.template, len(group)) for group in groups]
+        placement = Placement.of(groups, len(window.pool))
+        if len(window.carry):
+            copy_rows(carry, placement.moves(0, len(window.carry)), outputs)
+        starts = len(window.carry) + chunk_offsets(window.chunks)
+        jobs = [(c, placement.moves(lo, hi)) for c, lo, hi in zip(window.chunks, starts[:-1], starts[1:])]
+        for _ in in_order(threads, lambda job: scatter_chunk(reader, spec, memory.scratch, *job, outputs), jobs):
+            pass
+        carry = outputs.pop() if carry_over else None
+        yield from outputs
 
 
 @dataclass
@@ -170,9 +181,21 @@ class StreamSpec:
     rank: int
     streams: list[list[Chunk]]
 
-    def prepare(self, raw: Columns, out: Normalized | None = None) -> Columns:
+    def prepare(self, raw: Columns) -> Columns:
         """`model_columns` of raw rows with this spec's branches and normalization."""
-        return model_columns(raw, self.npho_branch, self.time_branch, self.norm, out)
+        return model_columns(raw, self.npho_branch, self.time_branch, self.norm)
+
+    @property
+    def template(self) -> Columns:
+        """Arrays of zero rows with the row shape and dtype of each batch column."""
+        sensors = self.sensor_shape
+        truth = {
+            name: np.empty((0, *self.files[0].branches[name].shape), dtype)
+            for name, dtype in self.branch_dtypes.items()
+            if name not in (self.npho_branch, self.time_branch)
+        }
+        return {"x": np.empty((0, *sensors, 2), np.float32), "npho_valid": np.empty((0, *sensors), bool),
+                "time_valid": np.empty((0, *sensors), bool), **truth}  # fmt: skip
 
     @property
     def sensor_shape(self) -> tuple[int, ...]:
@@ -180,38 +203,49 @@ class StreamSpec:
 
 
 class StreamDataset(IterableDataset):
-    """Yields ready batches; DataLoader worker i runs `assignments[i]` = (stream, skip, stop)
-    of `epoch` (see `lib.data.plan.worker_assignments`), the main process runs slot 0."""
+    """Yields ready batches; DataLoader worker i runs slot i of `plan` (the epoch and, per
+    slot, (stream, skip, stop) of `lib.data.plan.worker_assignments`), the main process
+    runs slot 0."""
 
     def __init__(self, spec: StreamSpec):
         self.spec = spec
-        self.epoch = 0
-        self.assignments: list[tuple[int, int, int] | None] = []
-        self._buffer: WindowBuffer | None = None  # kept between epochs of this process
+        # epoch, then (stream, skip, stop) per worker slot, -1 for a slot without work
+        self.plan = torch.full((1 + 3 * max(1, len(spec.streams)),), -1, dtype=torch.int64)
+        self._memory: StreamMemory | None = None  # kept between epochs of this process
+        self._reader: ChunkReader | None = None  # likewise, with its open files
+
+    def set_plan(self, epoch: int, assignments: Sequence[tuple[int, int, int] | None]) -> None:
+        """What the next iteration runs; written in place, so workers sharing `plan` see it."""
+        self.plan.fill_(-1)
+        self.plan[0] = epoch
+        for slot, assignment in enumerate(assignments):
+            if assignment is not None:
+                self.plan[1 + 3 * slot : 4 + 3 * slot] = torch.tensor(assignment)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_buffer": None}  # workers allocate their own
+        return {**self.__dict__, "_memory": None, "_reader": None}  # workers make their own
+
+    def _new_memory(self) -> StreamMemory:
+        """Memory for the batches of a window (plus the carried-over events and the
+        batches still in use) and the chunks being normalized."""
+        s = self.spec
+        largest_chunk = max((c.size for stream in s.streams for c in stream), default=0)
+        per_window = -(-((s.window_events or 0) + largest_chunk) // s.batch_size)
+        return StreamMemory(BatchRecycler(keep=per_window + 2 * THREADS + 2))
 
     def __iter__(self) -> Iterator[Batch]:
         worker = get_worker_info()
-        assignment = self.assignments[worker.id if worker is not None else 0]
-        if assignment is None:
+        slot = worker.id if worker is not None else 0
+        epoch, (stream, skip, stop) = int(self.plan[0]), self.plan[1 + 3 * slot : 4 + 3 * slot].tolist()
+        if stream < 0:
             return
-        stream, skip, stop = assignment
         s = self.spec
-        rng = epoch_rng(s.seed, self.epoch, s.rank, stream) if s.shuffle else None
+        rng = epoch_rng(s.seed, epoch, s.rank, stream) if s.shuffle else None
         chunks = s.streams[stream]
         if rng is not None:
             chunks = [chunks[i] for i in rng.permutation(len(chunks))]
-        # taken while iterating, so two iterations at once never share it
-        buffer, self._buffer = self._buffer or WindowBuffer(s.sensor_shape), None
-        try:
-            with ChunkReader(s.files, s.tree_name, s.branch_dtypes) as reader, ThreadPoolExecutor(THREADS) as threads:
-                for columns in stream_batches(
-                    reader, threads, buffer, chunks, s.prepare,
-                    batch_size=s.batch_size, window_events=s.window_events, rng=rng, drop_last=s.drop_last,
-                    skip=skip, stop=stop,
-                ):  # fmt: skip
-                    yield to_batch(columns)
-        finally:  # the threads have finished here, also when the consumer stopped early
-            self._buffer = buffer
+        memory = self._memory = self._memory or self._new_memory()  # shared by iterations at once: thread-safe
+        reader = self._reader = self._reader or ChunkReader(s.files, s.tree_name, s.branch_dtypes)
+        with ThreadPoolExecutor(THREADS) as threads:
+            for columns in stream_batches(reader, threads, memory, chunks, s, rng, skip, stop):
+                yield to_batch(columns)
