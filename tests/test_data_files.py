@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lib.data.files import DataError, expand_inputs, inspect_files
-from lib.data.plan import Chunk, file_chunks, rank_chunks, round_robin_counts, worker_assignments
+from lib.data.plan import Chunk, Placement, file_chunks, rank_chunks, round_robin_counts, worker_assignments
 from lib.data.readers import BatchRecycler, ChunkReader
 from lib.geometry import N_SENSORS
 from tests.conftest import make_events, write_npz, write_root
@@ -209,6 +209,20 @@ def _simulate_round_robin(capacities, n):
             left[w] -= 1
         w = (w + 1) % len(left)
     return order
+
+
+def test_placement_moves_every_pool_event_to_its_output_row():
+    groups = [np.array([1, 4, 6]), np.array([0, 7]), np.array([2, 5])]  # pool index 3 goes nowhere
+    placement = Placement.of(groups, 8)
+    pool = np.arange(100, 108)
+    outputs = [np.full(len(g), -1) for g in groups]
+    for lo, hi in [(0, 3), (3, 8)]:  # e.g. the carried events, then one chunk
+        for t, src, dst in placement.moves(lo, hi):
+            assert np.all(np.diff(src) > 0)
+            outputs[t][dst] = pool[lo:hi][src]
+    for group, out in zip(groups, outputs):
+        np.testing.assert_array_equal(out, pool[group])
+    assert placement.moves(3, 4) == []
 
 
 @pytest.mark.parametrize("capacities", [[3, 1, 4], [0, 2, 2], [5], [2, 2, 2, 1]])
