@@ -278,8 +278,9 @@ def _normalize_compiled(npho: np.ndarray, time: np.ndarray, cfg: NormalizationCo
         n = npho[part]
         with np.errstate(all="ignore"):  # as above
             values = npho_forward(n, cfg, out=scratch[: n.shape[0]])
+        x_row = flat_x[None, 2 * part.start : 2 * part.stop]
         fill_rows(n[None], time[part][None], values[None], one_row, one_row, *parameters,
-                  flat_x[None, 2 * part.start : 2 * part.stop], npho_valid[None, part], time_valid[None, part])  # fmt: skip
+                  x_row, npho_valid[None, part], time_valid[None, part])  # fmt: skip
 
 
 def _kernel_parameters(npho: np.ndarray, time: np.ndarray, cfg: NormalizationConfig) -> tuple:

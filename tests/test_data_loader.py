@@ -44,6 +44,12 @@ def test_batches_hold_the_normalized_file_content(shard_dir, shard_events):
         assert batch["run"].dtype == torch.int64 and (batch["run"] == 7).all()
 
 
+def test_batch_memory_is_reused_once_batches_are_let_go(shard_dir):
+    data = loader(shard_dir, shuffle_buffer=80)  # windows of 80 and 40 events: 10 and 5 batches of 8
+    addresses = {batch["x"].data_ptr() for _ in range(3) for batch in data}
+    assert len(data) == 15 and len(addresses) <= 10 + 2  # one window's batches, and the one in use
+
+
 def test_npz_and_root_give_the_same_batches(tmp_path, shard_events):
     events = {k: v[:40] for k, v in shard_events.items()}
     from_root = list(loader(write_root(tmp_path / "a.root", events), shuffle=False))

@@ -147,7 +147,8 @@ def stream_batches(
             continue
         if carry is None and len(window.carry):
             carry = spec.prepare(read_positions(reader, chunks, window.carry))
-        groups = list(window.batches[max(skip, window.first_batch) - window.first_batch : min(stop, end) - window.first_batch])
+        first = window.first_batch
+        groups = list(window.batches[max(skip, first) - first : min(stop, end) - first])
         carry_over = end < stop and len(window.leftover) > 0
         if carry_over:
             groups.append(window.leftover)
@@ -160,7 +161,8 @@ def stream_batches(
         for _ in in_order(threads, lambda job: scatter_chunk(reader, spec, memory.scratch, *job, outputs), jobs):
             pass
         carry = outputs.pop() if carry_over else None
-        yield from outputs
+        while outputs:  # let go of each batch as it is handed over, so that its arrays can be reused
+            yield outputs.pop(0)
 
 
 @dataclass
