@@ -128,7 +128,7 @@ class BatchRecycler:
     """Arrays to assemble batches in, reused once nothing else refers to them.
 
     Fresh memory for every batch costs a page fault per page touched: about as long as
-    filling it, and for arrays of 4 MB and more (which numpy advises the kernel to back
+    filling it, and for arrays of 4 MB and more (which numpy advises Linux to back
     with huge pages) stalls of about 20 ms now and then in a VM. A set of arrays handed out
     (also inside the torch tensors of a batch) is reused only after every other reference
     to each of its arrays is gone, so a consumer that keeps a batch keeps its values. A

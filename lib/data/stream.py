@@ -75,7 +75,7 @@ class StreamMemory:
 
 
 def copy_rows(columns: Columns, moves: Moves, outputs: list[Columns]) -> None:
-    """Rows of `columns` to their places in `outputs` (columns missing there are skipped)."""
+    """Rows of `columns` to their places in `outputs` (which have every column of `columns`)."""
     for t, src, dst in moves:
         for name, array in columns.items():
             outputs[t][name][dst] = array[src]
