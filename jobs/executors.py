@@ -2,8 +2,8 @@
 
 `slurm`: submitit's SlurmExecutor (one sbatch job per run, a job array for a sweep, afterok
 for a chain). `local`: submitit's LocalExecutor, one run after the other on this machine
-(the default where no `sbatch` is on PATH). Per-job stdout/stderr go to `<run dir>/logs/`
-as `<job id>_0_log.out` / `.err`.
+(the default where no `sbatch` is on PATH or no controller answers `sinfo`). Per-job
+stdout/stderr go to `<run dir>/logs/` as `<job id>_0_log.out` / `.err`.
 """
 from __future__ import annotations
 
@@ -31,15 +31,33 @@ ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT
 _SQUEUE_POLL_S = 2.0
 
 
+def _slurm_answers() -> str | None:
+    """None when `sinfo` reaches a SLURM controller, else what it said (the client tools can be
+    installed on a machine that belongs to no cluster)."""
+    try:
+        result = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    return None if result.returncode == 0 else (result.stderr.strip().splitlines() or ["no output"])[-1]
+
+
 def choose_executor(requested: str) -> str:
-    """"slurm" or "local" for EXECUTOR=auto|slurm|local; slurm needs `sbatch` on PATH."""
+    """"slurm" or "local" for EXECUTOR=auto|slurm|local; slurm needs `sbatch` on PATH, and auto
+    also a controller that answers `sinfo`."""
     has_sbatch = shutil.which("sbatch") is not None
     if requested == "slurm" and not has_sbatch:
         raise JobError("EXECUTOR=slurm but `sbatch` is not on PATH; run on a SLURM login node, or use "
                        "EXECUTOR=local (or auto) to train on this machine")
-    if requested == "auto":
-        return "slurm" if has_sbatch else "local"
-    return requested
+    if requested != "auto":
+        return requested
+    if not has_sbatch:
+        return "local"
+    problem = _slurm_answers()
+    if problem is not None:
+        log.warning("EXECUTOR=auto: sbatch is on PATH but no SLURM controller answers (sinfo: %s); "
+                    "running on this machine", problem)
+        return "local"
+    return "slurm"
 
 
 def slurm_parameters(plan: RunPlan, spec: LaunchSpec, depends_on: str | None = None) -> dict[str, Any]:

@@ -28,7 +28,8 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     executor: Literal["auto", "slurm", "local"] = "auto"
-    """slurm: sbatch via submitit; local: a process on this machine; auto: slurm where sbatch is on PATH."""
+    """slurm: sbatch via submitit; local: a process on this machine; auto: slurm where sbatch is on PATH
+    and `sinfo` reaches a controller."""
     dry_run: bool = False
     """Validate and print what would be submitted; submit nothing, create nothing."""
     cpu_procs: int | None = Field(None, ge=1)

@@ -21,7 +21,7 @@
 #   CONSTRAINT    slurm.constraint [unset]
 #   RUN_NAME      checkpoint.run_name: Run folder name under save_dir (None: <kind>_<UTC timestamp>) [unset]
 #   RESUME_FROM   checkpoint.resume_from: Checkpoint file to resume from [unset]
-#   EXECUTOR      slurm: sbatch via submitit; local: a process on this machine; auto: slurm where sbatch is on PATH [auto]
+#   EXECUTOR      slurm: sbatch via submitit; local: a process on this machine; auto: slurm where sbatch and sinfo work [auto]
 #   DRY_RUN       Validate and print what would be submitted; submit nothing, create nothing [0]
 #   CPU_PROCS     Run CPU-only with this many processes (gloo) instead of slurm.num_gpus GPUs per node [unset]
 #   FORCE         Submit into an existing run directory (a finished one is run again from its last.pt) [0]

@@ -125,6 +125,22 @@ def test_executor_slurm_without_sbatch(workspace, capsys, monkeypatch, tmp_path)
     assert code == 0 and "executor: local" in out
 
 
+def test_executor_auto_runs_locally_when_no_controller_answers(workspace, capsys, monkeypatch, tmp_path, caplog):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    no_config = 'echo "sinfo: fatal: Could not establish a configuration source" >&2; exit 1'
+    for name, body in (("sbatch", "exit 0"), ("sinfo", no_config)):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    code, out, _ = _run(["mae", workspace["mae"], "--dry-run"], {"EXECUTOR": "auto"}, capsys)
+    assert code == 0 and "executor: local" in out
+    assert "no SLURM controller answers (sinfo: sinfo: fatal: Could not establish" in caplog.text
+    (bin_dir / "sinfo").write_text("#!/bin/sh\necho debug\n")  # a controller answers: SLURM it is
+    code, out, _ = _run(["mae", workspace["mae"], "--dry-run"], {"EXECUTOR": "auto"}, capsys)
+    assert "executor: slurm" in out
+
+
 def test_local_chain_runs_both_and_records_the_encoder(workspace, capsys):
     code, out, _ = _run(["chain", workspace["mae"], workspace["reg"], "--entry", STANDIN], {}, capsys)
     assert code == 0, out
