@@ -266,21 +266,14 @@ def _normalize_generic(npho: Array, time: Array, cfg: NormalizationConfig, x: Ar
 
 def _normalize_compiled(npho: np.ndarray, time: np.ndarray, cfg: NormalizationConfig, x: np.ndarray,
                         npho_valid: np.ndarray, time_valid: np.ndarray) -> None:  # fmt: skip
-    """`_normalize_generic` for numpy arrays, with the same result: the npho transform by
-    numpy, masks, time transform, sentinels and interleaving by the compiled kernel of
-    `lib.normalization_kernel` (one pass instead of about fifteen); each block as one row."""
-    from lib.normalization_kernel import fill_rows
-
-    parameters = _kernel_parameters(npho, time, cfg)
-    scratch = np.empty(min(_BLOCK, npho.shape[0]), npho.dtype)
-    flat_x, one_row = x.reshape(-1), np.zeros(1, np.int64)
+    """`_normalize_generic` for numpy arrays, with the same result: `normalize_rows` of each
+    block as one row (the compiled kernel: one pass instead of about fifteen)."""
+    scratch = np.empty((1, min(_BLOCK, npho.shape[0])), npho.dtype)
+    flat_x, one_row = x.reshape(1, -1), np.zeros(1, np.int64)
     for part in _blocks(npho.shape[0]):
-        n = npho[part]
-        with np.errstate(all="ignore"):  # as above
-            values = npho_forward(n, cfg, out=scratch[: n.shape[0]])
-        x_row = flat_x[None, 2 * part.start : 2 * part.stop]
-        fill_rows(n[None], time[part][None], values[None], one_row, one_row, *parameters,
-                  x_row, npho_valid[None, part], time_valid[None, part])  # fmt: skip
+        size = part.stop - part.start
+        outputs = (flat_x[:, 2 * part.start : 2 * part.stop], npho_valid[None, part], time_valid[None, part])
+        normalize_rows(npho[None, part], time[None, part], cfg, [(one_row, one_row, outputs)], scratch[:, :size])
 
 
 def _kernel_parameters(npho: np.ndarray, time: np.ndarray, cfg: NormalizationConfig) -> tuple:
