@@ -29,8 +29,8 @@ from typing import Any
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from jobs.layout import DONE_NAME
-from lib.layout import PREEMPTED_EXIT_CODE
+from jobs.run_paths import DONE_NAME
+from lib.io.exit_codes import PREEMPTED_EXIT_CODE
 
 log = logging.getLogger(__name__)
 

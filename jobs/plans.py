@@ -18,7 +18,7 @@ from typing import Any
 
 from jobs.knobs import JobError, JobOptions, Knobs
 from jobs.launch import ENTRY_MODULES, LaunchSpec
-from jobs.layout import RunLayout
+from jobs.run_paths import RunPaths
 from lib.config import ROOTS, RunConfig, load_config
 from lib.data.files import DataError, expand_inputs
 
@@ -46,8 +46,8 @@ class RunPlan:
     """Paths that the run it waits for will create (not checked to exist)."""
 
     @property
-    def layout(self) -> RunLayout:
-        return RunLayout.of(self.cfg)
+    def layout(self) -> RunPaths:
+        return RunPaths.of(self.cfg)
 
     @property
     def run_name(self) -> str:
@@ -136,7 +136,7 @@ def plan_chain(mae_file: str, reg_file: str, mae_overrides: Sequence[str], reg_o
     _refuse_resume_from(knobs, "chain")
     prefix = knobs.config_values.get("checkpoint.run_name")
     mae_cfg = _load("mae", mae_file, mae_overrides, _named(knobs, prefix and f"{prefix}_mae"))
-    encoder = str(RunLayout.of(mae_cfg).encoder_export)
+    encoder = str(RunPaths.of(mae_cfg).encoder_export)
     reg_values = {**_named(knobs, prefix and f"{prefix}_reg"), "model.pretrained_encoder": encoder}
     reg_cfg = _load("reg", reg_file, reg_overrides, reg_values)
     return [RunPlan("mae", mae_cfg, mae_file, tuple(mae_overrides)),

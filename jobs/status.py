@@ -15,17 +15,17 @@ from typing import Any
 
 from jobs.executors import queue_states
 from jobs.knobs import JobError
-from jobs.layout import RunLayout
+from jobs.run_paths import RunPaths
 
 HEADLINE_METRICS = 6
 """Validation metrics shown per run in a summary."""
 
 
-def find_run(run: str, save_dir: str) -> RunLayout:
+def find_run(run: str, save_dir: str) -> RunPaths:
     """The run directory named `run` (a path, or a run name under `save_dir`)."""
     for candidate in (Path(run), Path(save_dir) / run):
         if candidate.is_dir():
-            return RunLayout(candidate)
+            return RunPaths(candidate)
     raise JobError(f"no run directory {run!r} (looked at {run} and {Path(save_dir) / run}); pass a run name "
                    "under --save-dir or the path of a run directory")
 
@@ -39,7 +39,7 @@ def _sacct_state(job_id: str) -> str | None:
     return states[0] if result.returncode == 0 and states else None
 
 
-def _local_state(layout: RunLayout, record: dict[str, Any]) -> str:
+def _local_state(layout: RunPaths, record: dict[str, Any]) -> str:
     try:
         os.kill(int(record["job_id"]), 0)
         return "RUNNING"
@@ -53,7 +53,7 @@ def _local_state(layout: RunLayout, record: dict[str, Any]) -> str:
     return "FAILED" if result.exists() else "ENDED"
 
 
-def job_state(layout: RunLayout, record: dict[str, Any], queue: dict[str, tuple[str, str]]) -> str:
+def job_state(layout: RunPaths, record: dict[str, Any], queue: dict[str, tuple[str, str]]) -> str:
     """State of one submitted job: squeue, else sacct, else what the run directory shows."""
     if record["executor"] == "local":
         return _local_state(layout, record)
@@ -72,7 +72,7 @@ def _tail(path: Path, lines: int) -> list[str]:
         return list(deque(handle, maxlen=lines))
 
 
-def headline(layout: RunLayout) -> str:
+def headline(layout: RunPaths) -> str:
     """The last epoch's record of training_history.json in one line (epoch, step and validation metrics)."""
     if not layout.history.is_file():
         return "no training_history.json yet"
@@ -88,12 +88,12 @@ def headline(layout: RunLayout) -> str:
                      for key, value in shown.items())
 
 
-def artifact_lines(layout: RunLayout, kind: str) -> list[str]:
+def artifact_lines(layout: RunPaths, kind: str) -> list[str]:
     """One line per expected artifact: present or missing, with its path."""
     return [f"  [{'x' if path.exists() else ' '}] {what}: {path}" for what, path in layout.artifacts(kind).items()]
 
 
-def summary(layout: RunLayout, kind: str) -> list[str]:
+def summary(layout: RunPaths, kind: str) -> list[str]:
     """Run directory, finished or not, artifacts and headline numbers of one run."""
     finished = "finished" if layout.done.exists() else "NOT finished"
     return [f"run {layout.run_dir.name} ({finished}): {layout.run_dir}", *artifact_lines(layout, kind),

@@ -53,7 +53,7 @@ def _loader_batches(loader: Any, device: torch.device) -> Iterator[dict[str, tor
 
 def _build_model(cfg: Any, kind: str) -> torch.nn.Module:
     if kind == "mae":
-        from lib.pretraining import MAEModel
+        from lib.recipes.pretrain import MAEModel
 
         return MAEModel(cfg)
     from lib.models.regressor import Regressor

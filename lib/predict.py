@@ -21,10 +21,10 @@ from lib.config import RegressorConfig, load_resolved
 from lib.data.files import DataError, expand_inputs
 from lib.data.loader import EventLoader
 from lib.engine import CheckpointError
-from lib.evaluation import by_output, checkpoint_weights, collect_predictions, task_metrics
+from lib.evaluation.inference import by_output, checkpoint_weights, collect_predictions, task_metrics
 from lib.models.regressor import Regressor
 from lib.normalization import describe
-from lib.predictions import write_regression_predictions
+from lib.evaluation.prediction_files import write_regression_predictions
 
 log = logging.getLogger(__name__)
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from lib import pretraining
 from lib.config import MAEConfig
-from lib.runner import main as run_main
+from lib.engine.run import main as run_main
+from lib.recipes import pretrain
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run MAE pretraining; returns the exit code."""
-    return run_main(argv, MAEConfig, "Pretrain the XEC masked autoencoder.", pretraining.build,
-                    pretraining.finish)
+    return run_main(argv, MAEConfig, "Pretrain the XEC masked autoencoder.", pretrain.build,
+                    pretrain.finish)
 
 
 if __name__ == "__main__":

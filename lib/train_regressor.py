@@ -8,9 +8,9 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from lib import finetuning
 from lib.config import RegressorConfig
-from lib.runner import main as run_main
+from lib.engine.run import main as run_main
+from lib.recipes import finetune
 
 EXTRA_FLAGS = {
     "pretrained_encoder": "model.pretrained_encoder",
@@ -22,7 +22,7 @@ EXTRA_FLAGS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run regressor fine-tuning; returns the exit code."""
     return run_main(argv, RegressorConfig, "Fine-tune the XEC regressor (energy, timing, position, angle).",
-                    finetuning.build, finetuning.finish, EXTRA_FLAGS)
+                    finetune.build, finetune.finish, EXTRA_FLAGS)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.layout import HISTORY_NAME  # noqa: E402
+from lib.io.run_files import HISTORY_NAME  # noqa: E402
 
 log = logging.getLogger("compare_runs")
 METRICS_NAME = "metrics.json"

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.config.schema import DataConfig  # noqa: E402
 from lib.plots import mae_entry, plot_event_display, read_event  # noqa: E402
-from lib.predictions import read_predictions  # noqa: E402
+from lib.evaluation.prediction_files import read_predictions  # noqa: E402
 
 log = logging.getLogger("event_display")
 _DATA_FLAGS = {"tree": "tree_name", "npho_branch": "npho_branch", "time_branch": "time_branch"}

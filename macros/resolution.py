@@ -15,7 +15,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.plots import make_regression_plots  # noqa: E402
-from lib.predictions import read_predictions, regression_outputs  # noqa: E402
+from lib.evaluation.prediction_files import read_predictions, regression_outputs  # noqa: E402
 from lib.tasks.metrics import residual_summary  # noqa: E402
 
 log = logging.getLogger("resolution")

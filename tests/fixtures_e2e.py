@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib.data.simulate import SimConfig, simulate_events, write_shards
-from lib.layout import LOG_NAME
+from lib.sim.events import SimConfig, simulate_events, write_shards
+from lib.io.run_files import LOG_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 MAE_CONFIG = REPO / "config" / "mae" / "mae_demo.yaml"
@@ -192,7 +192,7 @@ EntryPoint = Callable[[Sequence[str]], int]
 
 def refused_message(main: EntryPoint, caplog: pytest.LogCaptureFixture, argv: list[str]) -> str:
     """Run `main(argv)`, expect exit code 2 and return the error it logged."""
-    with caplog.at_level(logging.ERROR, logger="lib.runner"):
+    with caplog.at_level(logging.ERROR, logger="lib.engine.run"):
         assert main(argv) == 2
     return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
 

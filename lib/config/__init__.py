@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from lib.config.cli import COMMON_FLAGS, build_arg_parser, cli_values, parse_args
-from lib.config.loader import ConfigError, load_config, read_yaml, validate_data
+from lib.config.loader import ConfigError, load_config, migrate_legacy, read_yaml, validate_data
+from lib.config.model_schema import ModelConfig, RegressorModelConfig
+from lib.config.normalization_schema import NormalizationConfig
+from lib.config.task_schema import TASK_SPECS, TaskConfig, TasksConfig, parse_tasks
 from lib.config.resolved import (
     diff_from_defaults,
     dump_yaml,
@@ -15,6 +18,7 @@ from lib.config.schema import (
     LEGACY_KEYS,
     ROOTS,
     SCHEMA_VERSION,
+    BaselineConfig,
     CheckpointConfig,
     DataConfig,
     DistributedConfig,
@@ -34,6 +38,8 @@ __all__ = [
     "LEGACY_KEYS",
     "ROOTS",
     "SCHEMA_VERSION",
+    "TASK_SPECS",
+    "BaselineConfig",
     "CheckpointConfig",
     "ConfigError",
     "DataConfig",
@@ -43,8 +49,13 @@ __all__ = [
     "MAEConfig",
     "RegressorConfig",
     "MLflowConfig",
+    "ModelConfig",
+    "NormalizationConfig",
+    "RegressorModelConfig",
     "RunConfig",
     "SlurmConfig",
+    "TaskConfig",
+    "TasksConfig",
     "TimeLossConfig",
     "TrainingConfig",
     "build_arg_parser",
@@ -54,7 +65,9 @@ __all__ = [
     "dump_yaml",
     "load_config",
     "load_resolved",
+    "migrate_legacy",
     "parse_args",
+    "parse_tasks",
     "read_yaml",
     "to_dict",
     "validate_data",

@@ -141,7 +141,7 @@ def _warn_deprecated(message: str) -> None:
     warnings.warn(message, DeprecationWarning, stacklevel=4)
 
 
-def _migrate_legacy(data: dict[str, Any], sources: Sources) -> None:
+def migrate_legacy(data: dict[str, Any], sources: Sources) -> None:
     """Move legacy keys found in `data` to their current place (the current key wins)."""
     for old, new in LEGACY_KEYS.items():
         found, value = _pop_dotted(data, old)
@@ -196,7 +196,7 @@ def load_config(
     from lib.config.extends import read_config_file  # extends builds on read_yaml
 
     data, sources = read_config_file(Path(path)) if path is not None else ({}, {})
-    _migrate_legacy(data, sources)
+    migrate_legacy(data, sources)
     for key, value in (cli or {}).items():
         _apply(data, sources, key, value, "command line")
     for item in overrides:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +9,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from lib.config.loader import _migrate_legacy, read_yaml, validate_data
+from lib.io.atomic import atomic_write_text
+from lib.config.loader import migrate_legacy, read_yaml, validate_data
 from lib.config.schema import MAEConfig, RunConfig
 
 
@@ -38,20 +37,8 @@ def dump_yaml(cfg: BaseModel) -> str:
 
 
 def write_resolved(cfg: BaseModel, path: str | Path) -> Path:
-    """Write the resolved config as YAML atomically (temporary file + rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(dump_yaml(cfg))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the resolved config as YAML atomically; returns the path."""
+    return atomic_write_text(path, dump_yaml(cfg))
 
 
 def load_resolved(source: Mapping[str, Any] | str | Path, root: type[RunConfig] = MAEConfig) -> RunConfig:
@@ -60,7 +47,7 @@ def load_resolved(source: Mapping[str, Any] | str | Path, root: type[RunConfig] 
         data, sources, origin = copy.deepcopy(dict(source)), {}, "resolved config"
     else:
         (data, sources), origin = read_yaml(Path(source)), str(source)
-    _migrate_legacy(data, sources)
+    migrate_legacy(data, sources)
     return validate_data(data, root, sources, origin=origin)
 
 

@@ -1,7 +1,7 @@
 """Typed config schema: the sections of a run config and their defaults.
 
 Defaults live here (and in the section classes imported from lib.normalization
-and lib.models.config), nowhere else. Every section forbids unknown keys.
+and lib.config.model_schema), nowhere else. Every section forbids unknown keys.
 A root config (`MAEConfig`, later `RegressorConfig`) is a set of sections;
 `ROOTS` maps a run kind to its root class.
 """
@@ -13,9 +13,9 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lib.models.config import ModelConfig
-from lib.normalization import NormalizationConfig
-from lib.config.tasks import TasksConfig, parse_tasks
+from lib.config.model_schema import ModelConfig, RegressorModelConfig
+from lib.config.normalization_schema import NormalizationConfig
+from lib.config.task_schema import TasksConfig, parse_tasks
 
 SCHEMA_VERSION = 1
 REFERENCE_BATCH_SIZE = 256  # the base lr is quoted for this effective batch size
@@ -322,21 +322,6 @@ class BaselineConfig(Section):
         if value % 2 == 0:
             raise ValueError(f"baseline.window={value}: must be odd so the hottest sensor is the centre")
         return value
-
-
-class RegressorModelConfig(ModelConfig):
-    """Encoder architecture plus how the regressor starts from a pretrained MAE encoder."""
-
-    pretrained_encoder: str | None = None
-    """MAE export (encoder_best.pt) or full MAE checkpoint to initialise the encoder from."""
-    allow_normalization_mismatch: bool = False
-    """Load a pretrained encoder even when its normalization differs from this run's."""
-    freeze_encoder: bool = False
-    """Keep every encoder parameter fixed (only the task heads train)."""
-    trainable_layers: int | None = Field(None, ge=0)
-    """Keep only the last N encoder stage groups trainable (None: all)."""
-    layer_decay: float = Field(1.0, gt=0.0, le=1.0)
-    """Layer-wise lr decay: stage group k from the top gets lr * layer_decay**k (1.0: off)."""
 
 
 class RegressorTrainingConfig(TrainingConfig):

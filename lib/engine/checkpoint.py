@@ -7,17 +7,16 @@ state, MLflow run id, resolved config and schema version.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from lib.config import flatten_config
-from lib.layout import LAST_NAME
+from lib.io.atomic import atomic_copy, atomic_write
+from lib.io.run_files import LAST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +33,14 @@ def epoch_checkpoint_name(epoch: int) -> str:
     return f"epoch_{epoch:04d}.pt"
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
-    """Write `state` to `path` atomically (temporary file + os.replace); adds the kind marker."""
-    _atomic(Path(path), lambda tmp: torch.save({**state, "kind": CHECKPOINT_KIND}, tmp))
+    """Write `state` to `path` atomically; adds the kind marker."""
+    atomic_write(path, lambda tmp: torch.save({**state, "kind": CHECKPOINT_KIND}, tmp))
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:
     """Atomically copy an already written checkpoint file."""
-    _atomic(Path(dst), lambda tmp: shutil.copyfile(src, tmp))
+    atomic_copy(src, dst)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from lib.config import write_resolved
+from lib.io.atomic import atomic_write_text
 from lib.engine.distributed import DistInfo, broadcast_object
-from lib.layout import CHECKPOINT_DIR, CONFIG_NAME, LAST_NAME, LOG_NAME
+from lib.io.run_files import CHECKPOINT_DIR, CONFIG_NAME, LAST_NAME, LOG_NAME
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +80,6 @@ def prepare_run_dir(cfg: Any, dist: DistInfo, resuming: bool) -> Path:
         attach_log_file(run_dir / LOG_NAME)
         log.info("run directory %s (%s)", run_dir.resolve(), "resumed" if resuming else "new run")
     return run_dir
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file and os.replace."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class TrainingHistory:

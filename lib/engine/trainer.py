@@ -30,7 +30,7 @@ from lib.engine.optim import build_optimizer, build_scheduler
 from lib.engine.preemption import Preempted, PreemptionFlag
 from lib.engine.progress import Progress
 from lib.engine.rundir import TrainingHistory
-from lib.layout import BEST_NAME, CHECKPOINT_DIR, CONFIG_NAME, HISTORY_NAME, LAST_NAME
+from lib.io.run_files import BEST_NAME, CHECKPOINT_DIR, CONFIG_NAME, HISTORY_NAME, LAST_NAME
 from lib.engine.task import StepOutput, Task
 from lib.engine.tracking import start_tracking
 

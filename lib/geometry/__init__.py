@@ -20,7 +20,7 @@ Top/bottom faces are hexagonal: rows of HEX_ROW_LENGTHS PMTs with consecutive
 ids, in the half-planes phi = +117.24 / -117.24 deg. HEX_NEIGHBORS slots are
 (left, right, row-below a, row-below b, row-above a, row-above b), -1 = none.
 
-All numpy arrays are read-only constants computed at import (lib.geometry.layout). Torch
+All numpy arrays are read-only constants computed at import (lib.geometry.sensors). Torch
 helpers (lib.geometry.maps)
 take x of shape (B, 4760, C) and boolean masks of shape (B, 4760); they gather
 with cached per-device index tensors and work for any dtype/device; torch is
@@ -28,7 +28,7 @@ imported on their first call, so the numpy constants load without it.
 """
 from __future__ import annotations
 
-from lib.geometry.layout import (
+from lib.geometry.sensors import (
     FACE_BOTTOM, FACE_DS, FACE_INNER, FACE_NAMES, FACE_OUTER, FACE_TOP, FACE_US, GRID_SHAPES, HEX_EDGES,
     HEX_NEIGHBORS, HEX_ROW_LENGTHS, IS_SIPM, N_HEX, N_SENSORS, NORMALS, OUTER_FINE_CELL_COUNT, OUTER_FINE_FACTOR,
     POSITIONS, SENSOR_FACE, face_ids, grid_ids, hex_ids,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lib.geometry.layout import (
+from lib.geometry.sensors import (
     _GRID_IDS, FACE_NAMES, FACE_OUTER, GRID_SHAPES, N_HEX, N_SENSORS, OUTER_FINE_CELL_COUNT, _face_code, face_ids,
     grid_ids, hex_ids,
 )

@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.geometry import FACE_NAMES, N_SENSORS, SENSOR_FACE
-from lib.normalization import NormalizationConfig, npho_inverse
+from lib.normalization import CHANNEL_INDEX, NormalizationConfig, npho_inverse
 
-CHANNEL_INDEX = {"npho": 0, "time": 1}  # channel of each quantity in the normalized input x
 ELEMENTWISE_LOSSES = {
     "smooth_l1": lambda pred, target, beta: F.smooth_l1_loss(pred, target, reduction="none", beta=beta),
     "huber": lambda pred, target, beta: F.huber_loss(pred, target, reduction="none", delta=beta),

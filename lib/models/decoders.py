@@ -19,7 +19,7 @@ from torch import nn
 
 from lib.geometry import GRID_SHAPES, HEX_NEIGHBORS, N_HEX, N_SENSORS, grid_to_flat, hex_to_flat, outer_fine_to_flat
 from lib.models.blocks import HexNeXtBlock, LayerNorm2d, init_weights
-from lib.models.config import ModelConfig
+from lib.config.model_schema import ModelConfig
 from lib.models.encoder import HEX_FACES
 
 

@@ -48,7 +48,7 @@ from lib.models.blocks import (
     drop_path_rates,
     init_weights,
 )
-from lib.models.config import ModelConfig
+from lib.config.model_schema import ModelConfig
 
 INPUT_CHANNELS = 2  # normalized npho, normalized time
 NPHO_CHANNEL = 0
@@ -235,10 +235,13 @@ class XECEncoder(nn.Module):
         return len(self.token_names)
 
     def _input_shape(self, name: str) -> tuple[int, int]:
-        height, width = GRID_SHAPES[name]
-        if name == "outer_fine" and self.cfg.outer_fine_pool is not None:
-            return height // self.cfg.outer_fine_pool[0], width // self.cfg.outer_fine_pool[1]
-        return height, width
+        shape, pool = GRID_SHAPES[name], self.cfg.outer_fine_pool
+        if name != "outer_fine" or pool is None:
+            return shape
+        if any(factor <= 0 or extent % factor for factor, extent in zip(pool, shape)):
+            raise ValueError(f"model.outer_fine_pool = {pool} must be two positive factors dividing the outer "
+                             f"fine grid {shape}")
+        return shape[0] // pool[0], shape[1] // pool[1]
 
     def _grid_input(self, name: str, x: torch.Tensor, visible: torch.Tensor | None):
         if name == "outer_fine":

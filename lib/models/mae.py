@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lib.models.config import ModelConfig
+from lib.config.model_schema import ModelConfig
 from lib.models.decoders import MAEDecoder
 from lib.models.encoder import XECEncoder
 from lib.models.masking import random_mask

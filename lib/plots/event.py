@@ -22,7 +22,7 @@ from lib.config.schema import DataConfig
 from lib.data.files import inspect_files
 from lib.data.readers import ChunkReader, batch_dtype
 from lib.geometry import FACE_NAMES, POSITIONS, grid_ids, hex_ids
-from lib.losses.reconstruction import CHANNEL_INDEX
+from lib.normalization import CHANNEL_INDEX
 from lib.normalization import NormalizationConfig, npho_inverse, time_inverse, validity_masks
 from lib.plots.style import figure
 

@@ -14,7 +14,7 @@ from matplotlib.colors import LogNorm
 
 from lib.plots.history import plot_learning_curves
 from lib.plots.style import figure
-from lib.predictions import read_predictions, regression_outputs
+from lib.evaluation.prediction_files import read_predictions, regression_outputs
 from lib.tasks.base import TASK_REGISTRY
 from lib.tasks.metrics import CENTRAL_FRACTION_PCT, half_width_68, residual_summary
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from lib.tasks import angle, energy, position, timing  # noqa: F401  (registers the tasks)
 from lib.tasks.balancing import BalanceMode, TaskBalancer
-from lib.tasks.base import TASK_REGISTRY, RegressionTask, build_tasks
-from lib.config.tasks import TaskConfig, TasksConfig, parse_tasks
+from lib.tasks.base import TASK_REGISTRY, RegressionTarget, build_tasks
+from lib.config.task_schema import TaskConfig, TasksConfig, parse_tasks
 from lib.tasks.metrics import gather_arrays
 
 __all__ = [
     "TASK_REGISTRY",
     "BalanceMode",
-    "RegressionTask",
+    "RegressionTarget",
     "TaskBalancer",
     "TaskConfig",
     "TasksConfig",

@@ -10,15 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lib.tasks.base import Batch, RegressionTask, register_task
-from lib.config.tasks import TASK_SPECS, TaskConfig
-from lib.tasks.metrics import opening_angles_deg, quantile_68, unit_vectors_to_angles, wrap_degrees
+from lib.tasks.base import Batch, RegressionTarget, register_task
+from lib.config.task_schema import TASK_SPECS, TaskConfig
+from lib.geometry.coordinates import unit_vectors_to_angles
+from lib.tasks.metrics import opening_angles_deg, quantile_68, wrap_degrees
 
 _VECTOR_DIM = 3
 
 
 @register_task
-class AngleTask(RegressionTask):
+class AngleTarget(RegressionTarget):
     """Predicts (theta, phi); metrics wrap the phi residual and add the opening-angle 68 % quantile."""
 
     name = "angle"

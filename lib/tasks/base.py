@@ -16,23 +16,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lib.config.tasks import TASK_SPECS, TaskConfig, check_task_config
+from lib.config.task_schema import TASK_SPECS, TaskConfig, check_task_config
 from lib.tasks.metrics import residual_summary
 
 log = logging.getLogger(__name__)
 
 Batch = Mapping[str, Tensor]
 
-TASK_REGISTRY: dict[str, type[RegressionTask]] = {}
+TASK_REGISTRY: dict[str, type[RegressionTarget]] = {}
 
 
-def register_task(cls: type[RegressionTask]) -> type[RegressionTask]:
+def register_task(cls: type[RegressionTarget]) -> type[RegressionTarget]:
     """Class decorator: make a task selectable by its `name` in the `tasks:` config.
 
     Truth key, output names and units come from the task's entry in TASK_SPECS.
     """
     if cls.name not in TASK_SPECS:
-        raise ValueError(f"task '{cls.name}' has no entry in lib.config.tasks.TASK_SPECS; add one")
+        raise ValueError(f"task '{cls.name}' has no entry in lib.config.task_schema.TASK_SPECS; add one")
     spec = TASK_SPECS[cls.name]
     cls.truth_keys, cls.output_names, cls.units = (spec.truth_key,), spec.output_names, spec.units
     if cls.name in TASK_REGISTRY:
@@ -41,7 +41,7 @@ def register_task(cls: type[RegressionTask]) -> type[RegressionTask]:
     return cls
 
 
-class RegressionTask(nn.Module):
+class RegressionTarget(nn.Module):
     """One regression target: subclasses set the class attributes and override where needed."""
 
     name: ClassVar[str]
@@ -221,7 +221,7 @@ class RegressionTask(nn.Module):
         return out
 
 
-def build_tasks(cfg_map: Mapping[str, TaskConfig]) -> dict[str, RegressionTask]:
+def build_tasks(cfg_map: Mapping[str, TaskConfig]) -> dict[str, RegressionTarget]:
     """Instantiate the selected tasks (in selection order) from name -> TaskConfig."""
     unknown = [name for name in cfg_map if name not in TASK_REGISTRY]
     if unknown:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.tasks.base import RegressionTask, register_task
+from lib.tasks.base import RegressionTarget, register_task
 from lib.tasks.metrics import half_width_68
 
 
 @register_task
-class EnergyTask(RegressionTask):
+class EnergyTarget(RegressionTarget):
     """Predicts energyTruth; metrics add the relative resolution sigma_E/E in %."""
 
     name = "energy"

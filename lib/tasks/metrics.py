@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from lib.geometry.coordinates import angles_to_unit_vectors
+
 CENTRAL_FRACTION_PCT = 68.27
 _LOW_PCT = (100.0 - CENTRAL_FRACTION_PCT) / 2.0
 _HIGH_PCT = 100.0 - _LOW_PCT
@@ -50,23 +52,6 @@ def residual_summary(residuals: np.ndarray, prefix: str) -> dict[str, float]:
 def wrap_degrees(delta):
     """Wrap an angle difference in degrees into [-180, 180) (numpy or torch)."""
     return (delta + 180.0) % 360.0 - 180.0
-
-
-def angles_to_unit_vectors(theta_deg, phi_deg):
-    """Emission angles (theta from +z, phi = atan2(y, x), degrees) -> unit vectors (..., 3); numpy or torch."""
-    xp = torch if isinstance(theta_deg, torch.Tensor) else np
-    theta, phi = xp.deg2rad(theta_deg), xp.deg2rad(phi_deg)
-    return xp.stack([xp.sin(theta) * xp.cos(phi), xp.sin(theta) * xp.sin(phi), xp.cos(theta)], -1)
-
-
-def unit_vectors_to_angles(vectors):
-    """Vectors (..., 3) (normalized here) -> (theta, phi) in degrees, phi in [0, 360); numpy or torch."""
-    xp = torch if isinstance(vectors, torch.Tensor) else np
-    norm = (vectors**2).sum(-1) ** 0.5
-    unit = vectors / xp.clip(norm, 1e-12, None)[..., None]
-    theta = xp.rad2deg(xp.arccos(xp.clip(unit[..., 2], -1.0, 1.0)))
-    phi = xp.rad2deg(xp.arctan2(unit[..., 1], unit[..., 0])) % 360.0
-    return theta, phi
 
 
 def opening_angles_deg(pred_theta_phi: np.ndarray, true_theta_phi: np.ndarray) -> np.ndarray:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.tasks.base import RegressionTask, register_task
+from lib.tasks.base import RegressionTarget, register_task
 from lib.tasks.metrics import quantile_68
 
 
 @register_task
-class PositionTask(RegressionTask):
+class PositionTarget(RegressionTarget):
     """Predicts (u, v, w); metrics add the 68 % quantile of the 3-D distance."""
 
     name = "position"

@@ -1,11 +1,11 @@
 """Timing regression: the gamma conversion time `timeTruth` (seconds)."""
 from __future__ import annotations
 
-from lib.tasks.base import RegressionTask, register_task
+from lib.tasks.base import RegressionTarget, register_task
 
 
 @register_task
-class TimingTask(RegressionTask):
+class TimingTarget(RegressionTarget):
     """Predicts timeTruth in seconds (standardization makes the small scale harmless)."""
 
     name = "timing"

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import yaml
 
-from lib.layout import PREEMPTED_EXIT_CODE
+from lib.io.atomic import atomic_write_text
+from lib.io.exit_codes import PREEMPTED_EXIT_CODE
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def main() -> int:

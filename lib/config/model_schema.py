@@ -1,0 +1,140 @@
+"""Typed config of the encoder / MAE models (config section `model`).
+
+The field defaults are the "base" architecture. `preset: tiny` selects a small
+model for CPU demos and tests: every field not given explicitly takes its value
+from `PRESETS["tiny"]`.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lib.config.presets import apply_preset
+
+ENCODER_DIM_MULTIPLE = 32
+PREDICT_CHANNEL_CHOICES = (["npho", "time"], ["npho"])
+
+# Named parameter sets; "base" is the class defaults, so it overrides nothing.
+PRESETS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "tiny": {
+        "encoder_dim": 64,
+        "face_widths": [8, 16],
+        "face_depths": [1, 1],
+        "hex_depths": [1, 1],
+        "fusion_depth": 1,
+        "fusion_heads": 2,
+        "decoder_dim": 16,
+        "decoder_upsample_steps": 2,
+        "decoder_hex_depth": 1,
+        "stem_stride": 2,
+    },
+}
+
+
+class ModelConfig(BaseModel):
+    """Architecture of XECEncoder and its MAE decoders."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    preset: Literal["base", "tiny"] = "base"
+    """Named size; fields given explicitly win over the preset's values."""
+    encoder_dim: int = Field(1024, gt=0)
+    """Width of the face tokens and the fusion transformer (multiple of 32)."""
+    face_widths: list[int] = [64, 128, 256, 512]
+    """Channels of each ConvNeXt V2 / HexNeXt stage; stage 1 runs at full sensor resolution."""
+    face_depths: list[int] = [2, 2, 4, 2]
+    """Blocks per stage of the rectangular faces (one entry per stage)."""
+    hex_depths: list[int] = [1, 1, 1, 1]
+    """HexNeXt blocks per stage of the top/bottom faces (one entry per stage)."""
+    outer_mode: Literal["fine", "split"] = "fine"
+    """Outer face as one fine grid (72x45) or as separate coarse (24x9) and dense (6x5) grids."""
+    outer_fine_pool: tuple[int, int] | None = None
+    """Average-pool the outer fine grid by (phi, z) before the encoder (None: full fine grid); each factor
+    must divide the grid's extent (checked when the encoder is built, where the geometry is known)."""
+    fusion_depth: int = Field(2, ge=1)
+    """Transformer layers fusing the face tokens."""
+    fusion_heads: int = Field(16, ge=1)
+    """Attention heads of the fusion transformer (must divide encoder_dim)."""
+    decoder_dim: int = Field(128, gt=0)
+    """Channels of the MAE face decoders."""
+    decoder_upsample_steps: int = Field(3, ge=0)
+    """x2 conv-transpose upsamplings of a rectangular face decoder before the final resize."""
+    decoder_hex_depth: int = Field(1, ge=1)
+    """HexNeXt blocks of the top/bottom decoders."""
+    predict_channels: list[Literal["npho", "time"]] = ["npho", "time"]
+    """Channels the MAE reconstructs: ["npho", "time"] or ["npho"]."""
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0)
+    """Maximum stochastic-depth rate (linearly increasing over the blocks of a backbone)."""
+    stem_stride: int = Field(1, ge=1)
+    """Stride (= kernel) of the rectangular faces' stem conv on each axis longer than 1; 1 keeps
+    stage 1 at full sensor resolution, 2 makes it ~4x cheaper."""
+    coord_channels: bool = True
+    """Append each sensor's standardized cylindrical (z, phi, rho) to its input channels (CoordConv)."""
+    light_pool_heads: int = Field(4, ge=0)
+    """Softmax-pooling heads over each face's input sensors (scores linear in the inputs): each adds the
+    pooled input channels and the log-mean-exp of its scores to the face token (0: off)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        return apply_preset(data, PRESETS, "model")
+
+    @field_validator("encoder_dim")
+    @classmethod
+    def _encoder_dim_multiple(cls, value: int) -> int:
+        if value % ENCODER_DIM_MULTIPLE:
+            raise ValueError(
+                f"model.encoder_dim = {value} must be a multiple of {ENCODER_DIM_MULTIPLE} "
+                f"(e.g. {max(ENCODER_DIM_MULTIPLE, round(value / ENCODER_DIM_MULTIPLE) * ENCODER_DIM_MULTIPLE)})"
+            )
+        return value
+
+    @field_validator("face_widths", "face_depths", "hex_depths")
+    @classmethod
+    def _positive_list(cls, value: list[int], info) -> list[int]:
+        if not value or any(v <= 0 for v in value):
+            raise ValueError(f"model.{info.field_name} = {value} must be a non-empty list of positive integers")
+        return value
+
+    @field_validator("predict_channels")
+    @classmethod
+    def _known_channel_set(cls, value: list[str]) -> list[str]:
+        if value not in PREDICT_CHANNEL_CHOICES:
+            raise ValueError(f"model.predict_channels = {value} must be one of {list(PREDICT_CHANNEL_CHOICES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_shapes(self) -> ModelConfig:
+        n_stages = len(self.face_widths)
+        for name in ("face_depths", "hex_depths"):
+            if len(getattr(self, name)) != n_stages:
+                raise ValueError(
+                    f"model.{name} has {len(getattr(self, name))} entries but face_widths has {n_stages}; "
+                    "give one entry per stage"
+                )
+        if self.outer_fine_pool is not None and self.outer_mode != "fine":
+            raise ValueError(
+                "model.outer_fine_pool only applies to outer_mode 'fine'; remove it or set outer_mode: fine"
+            )
+        if self.encoder_dim % self.fusion_heads:
+            raise ValueError(
+                f"model.fusion_heads = {self.fusion_heads} must divide model.encoder_dim = {self.encoder_dim}"
+            )
+        return self
+
+
+class RegressorModelConfig(ModelConfig):
+    """Encoder architecture plus how the regressor starts from a pretrained MAE encoder."""
+
+    pretrained_encoder: str | None = None
+    """MAE export (encoder_best.pt) or full MAE checkpoint to initialise the encoder from."""
+    allow_normalization_mismatch: bool = False
+    """Load a pretrained encoder even when its normalization differs from this run's."""
+    freeze_encoder: bool = False
+    """Keep every encoder parameter fixed (only the task heads train)."""
+    trainable_layers: int | None = Field(None, ge=0)
+    """Keep only the last N encoder stage groups trainable (None: all)."""
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0)
+    """Layer-wise lr decay: stage group k from the top gets lr * layer_decay**k (1.0: off)."""

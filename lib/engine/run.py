@@ -1,0 +1,92 @@
+"""What every training entry point does: parse -> resolve -> validate -> build -> train -> finish.
+
+`lib.train_mae` and `lib.train_regressor` differ only in their config root and in the
+`build` / `finish` callbacks they pass to `run_training`. Expected failures (bad config,
+data, checkpoint or encoder) end the process with a one-paragraph message and exit code 2;
+a preemption signal ends it with PREEMPTED_EXIT_CODE after last.pt is written.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from lib.config import ConfigError, parse_args, to_dict
+from lib.data.build import build_loader
+from lib.data.files import DataError
+from lib.engine import (
+    CheckpointError, RunDirError, Trainer, broadcast_object, cleanup, find_resume_checkpoint, init_distributed,
+    load_checkpoint, prepare_run_dir, run_dir_path, seed_everything,
+)
+from lib.engine.checkpoint import check_resume_compatible
+from lib.engine.rundir import detach_log_file
+from lib.engine.distributed import DistInfo, wait_for_all_ranks
+from lib.engine.preemption import Preempted
+from lib.engine.trainer import NonFiniteLossError
+from lib.io.exit_codes import PREEMPTED_EXIT_CODE, USAGE_ERROR_EXIT_CODE
+from lib.io.run_files import DONE_NAME
+
+log = logging.getLogger(__name__)
+
+USAGE_ERRORS = (ConfigError, DataError, CheckpointError, RunDirError)
+"""Errors caused by the user's input: reported as a message (no traceback), exit code 2."""
+
+BuildFn = Callable[[Any, DistInfo, Any], tuple[Any, Any]]
+FinishFn = Callable[[Any, DistInfo, dict[str, Any], Any, Any], None]
+
+
+def setup_logging() -> None:
+    """INFO to stderr with timestamps (the run directory's train.log is added by prepare_run_dir)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _same_run_name(cfg: Any) -> Any:
+    """Give every rank rank 0's run name (a generated default contains a timestamp)."""
+    name = broadcast_object(cfg.checkpoint.run_name)
+    return cfg.model_copy(update={"checkpoint": cfg.checkpoint.model_copy(update={"run_name": name})})
+
+
+def run_training(cfg: Any, build: BuildFn, finish: FinishFn) -> dict[str, Any]:
+    """Train `cfg`: validate data and resume point, create the run directory, fit, then `finish` (rank 0).
+
+    build(cfg, dist, train_loader) -> (model, task); finish(cfg, dist, result, task, val_loader).
+    """
+    dist = init_distributed(cfg.distributed)
+    try:
+        cfg = _same_run_name(cfg)
+        resume = find_resume_checkpoint(cfg.checkpoint, run_dir_path(cfg))
+        if resume is not None:
+            check_resume_compatible(load_checkpoint(resume), to_dict(cfg), resume)
+        train_loader = build_loader(cfg, "train", dist.rank, dist.world_size)
+        val_loader = build_loader(cfg, "val", dist.rank, dist.world_size)
+        seed_everything(cfg.training.seed, dist.rank)
+        model, task = build(cfg, dist, train_loader)
+        run_dir = prepare_run_dir(cfg, dist, resuming=resume is not None)
+        result = Trainer(cfg, model, task, train_loader, val_loader, run_dir, dist).fit()
+        finish(cfg, dist, result, task, val_loader)
+        if dist.is_main:
+            (Path(run_dir) / DONE_NAME).write_text("finished\n", encoding="utf-8")
+        wait_for_all_ranks()
+        return result
+    finally:
+        detach_log_file()
+        cleanup()
+
+
+def main(argv: Sequence[str] | None, root: type, description: str, build: BuildFn, finish: FinishFn,
+         extra_flags: dict[str, str] | None = None) -> int:
+    """Command-line entry: parse the config, run, and turn expected failures into exit codes."""
+    setup_logging()
+    cfg, _ = parse_args(argv, root=root, description=description, extra_flags=extra_flags or {})
+    try:
+        run_training(cfg, build, finish)
+    except USAGE_ERRORS as exc:
+        log.error("%s", exc)
+        return USAGE_ERROR_EXIT_CODE
+    except NonFiniteLossError as exc:
+        log.error("%s", exc)
+        return 1
+    except Preempted as exc:
+        log.warning("%s", exc)
+        return PREEMPTED_EXIT_CODE
+    return 0

@@ -1,0 +1,1 @@
+"""Trained models on data sets: inference, the classical baseline, prediction files."""

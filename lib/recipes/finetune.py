@@ -1,0 +1,164 @@
+"""Regressor fine-tuning as a task of the shared engine: build, steps, resolutions, final evaluation."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lib.config import RegressorConfig, to_dict
+from lib.data.build import build_loader, read_branches
+from lib.data.files import DataError
+from lib.engine import StepOutput
+from lib.engine.distributed import DistInfo
+from lib.engine.rundir import atomic_write_text
+from lib.engine.tracking import start_tracking
+from lib.evaluation.inference import by_output, checkpoint_weights, collect_predictions, fit_baseline, task_metrics
+from lib.models.regressor import Regressor
+from lib.normalization import describe
+from lib.tasks import gather_arrays
+from lib.recipes.transfer import load_pretrained_encoder
+
+log = logging.getLogger(__name__)
+
+METRICS_NAME = "metrics.json"
+TRANSFER_REPORT_NAME = "pretrained_encoder.json"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The Regressor inside DDP / torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def _stacked(parts: list[Tensor] | None, n_outputs: int) -> np.ndarray:
+    """Concatenated (N, n_outputs) rows of a rank (empty when it saw no validation batch)."""
+    return torch.cat(parts).numpy() if parts else np.zeros((0, n_outputs))
+
+
+class FinetuneTask:
+    """Engine task of regression; validation also gathers residuals for resolution metrics."""
+
+    monitor = "total_loss"
+
+    def __init__(self, cfg: RegressorConfig, transfer_report: dict[str, Any] | None, tasks: dict[str, Any]) -> None:
+        self.cfg, self.transfer_report, self._tasks = cfg, transfer_report, tasks
+        self._pred: dict[str, list[Tensor]] = {}
+        self._truth: dict[str, list[Tensor]] = {}
+
+    def training_step(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> StepOutput:
+        """Balanced multi-task loss of one batch."""
+        loss, metrics, _ = model(batch)
+        return StepOutput(loss, metrics, batch["x"].shape[0])
+
+    def validation_step(self, model: nn.Module, batch: dict[str, Tensor]) -> StepOutput:
+        """Loss of a validation batch; keeps predictions and truth of valid events for the resolutions."""
+        loss, metrics, outputs = model(batch)
+        for name, task in unwrap(model).tasks.items():
+            valid = task.valid(batch)
+            self._pred.setdefault(name, []).append(task.predict(outputs[name].float())[valid].cpu())
+            self._truth.setdefault(name, []).append(task.target(batch)[valid].double().cpu())
+        return StepOutput(loss, metrics, batch["x"].shape[0])
+
+    def validation_epoch_end(self) -> dict[str, float]:
+        """Resolutions from the residuals of all ranks (gathered, never averaged per rank)."""
+        pred = {name: gather_arrays(_stacked(self._pred.get(name), task.n_outputs))
+                for name, task in self._tasks.items()}
+        truth = {name: gather_arrays(_stacked(self._truth.get(name), task.n_outputs))
+                 for name, task in self._tasks.items()}
+        self._pred, self._truth = {}, {}
+        return task_metrics(self._tasks, truth, pred)
+
+    def export(self, model: nn.Module, run_dir: Path, tag: str) -> None:
+        """Regressor weights are exported through best.pt / last.pt (EMA inside); nothing extra."""
+
+
+def _check_truth_branches(cfg: RegressorConfig, loader: Any, tasks: dict[str, Any]) -> None:
+    available = set(loader.truth_branches)
+    for name, task in tasks.items():
+        missing = [key for key in task.truth_keys if key not in available]
+        if missing:
+            raise DataError(f"task '{name}' needs the truth branch(es) {missing}, which the files of "
+                            f"data.train_path lack (they have {sorted(available)}); remove '{name}' from tasks "
+                            "or give data with that truth")
+
+
+def build(cfg: RegressorConfig, dist: DistInfo, train_loader: Any) -> tuple[Regressor, FinetuneTask]:
+    """Regressor with fitted target standardization and (optionally) the pretrained encoder loaded."""
+    model = Regressor(cfg)
+    _check_truth_branches(cfg, train_loader, dict(model.tasks.items()))
+    keys = sorted({key for task in model.tasks.values() for key in task.truth_keys})
+    truth = {k: torch.as_tensor(v) for k, v in read_branches(train_loader.files, keys, cfg.data.tree_name).items()}
+    for task in model.tasks.values():
+        if type(task).needs_fit(task.cfg):
+            task.fit_standardization(task.target(truth))
+    report = None
+    if cfg.model.pretrained_encoder:
+        report = load_pretrained_encoder(model.encoder, cfg.model.pretrained_encoder, cfg.model,
+                                         cfg.normalization, cfg.model.allow_normalization_mismatch)
+    return model, FinetuneTask(cfg, report, dict(model.tasks.items()))
+
+
+def _log_headline(regressor: dict[str, float], baseline: dict[str, float]) -> None:
+    keys = [k for k in ("E_rel_w68_pct", "u_w68", "v_w68", "w_w68", "dist3d_68", "t_w68", "opening_68_deg")
+            if k in regressor]
+    for key in keys:
+        log.info("%-16s regressor %-12.4g baseline %s", key, regressor[key],
+                 f"{baseline[key]:.4g}" if key in baseline else "-")
+
+
+def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, run_dir: Path) -> dict[str, Any]:
+    """Predictions file, metrics.json (regressor beside the classical baseline) and plots of a finished run."""
+    from lib.plots import make_regression_plots
+    from lib.plots.history import load_history
+    from lib.evaluation.prediction_files import write_regression_predictions
+
+    _, weights = checkpoint_weights(checkpoint)
+    model = Regressor(cfg).to(device)
+    model.load_state_dict(weights)
+    val_loader = build_loader(cfg, "val", 0, 1)
+    baseline = None
+    if cfg.baseline.enabled:
+        train_loader = build_loader(cfg, "train", 0, 1)
+        baseline = fit_baseline(train_loader, cfg.normalization, cfg.baseline.fit_events, cfg.baseline)
+    tasks = dict(model.tasks.items())
+    result = collect_predictions(model, val_loader, device, cfg.normalization, baseline)
+    metrics = {"regressor": task_metrics(tasks, result["truth"], result["pred"]),
+               "baseline": task_metrics(tasks, result["truth"], result["baseline"])}
+    atomic_write_text(run_dir / METRICS_NAME, json.dumps(metrics, indent=1))
+    pred_file = write_regression_predictions(
+        run_dir / "predictions" / "predictions_val.root", run=result["run"], event=result["event"],
+        truth=by_output(tasks, result["truth"]), pred=by_output(tasks, result["pred"]),
+        sigma=by_output(tasks, result["sigma"]) or None,
+        metadata={"tasks": list(tasks), "normalization": describe(cfg.normalization),
+                  "checkpoint": str(checkpoint), "split": "val"},
+    )
+    history_file = run_dir / "training_history.json"
+    make_regression_plots(pred_file, run_dir / "plots", load_history(history_file) if history_file.exists() else None)
+    _log_headline(metrics["regressor"], metrics["baseline"])
+    return metrics
+
+
+def finish(cfg: RegressorConfig, dist: DistInfo, result: dict[str, Any], task: FinetuneTask,
+           val_loader: Any) -> None:
+    """Rank 0: transfer report, final evaluation on the whole validation set, metrics into MLflow."""
+    if not dist.is_main:
+        return
+    run_dir = Path(result["run_dir"])
+    if task.transfer_report is not None:
+        atomic_write_text(run_dir / TRANSFER_REPORT_NAME, json.dumps(task.transfer_report, indent=1))
+    checkpoint = result.get("best_checkpoint") or result.get("last_checkpoint")
+    if cfg.data.val_path is None or checkpoint is None:
+        return
+    metrics = evaluate_run(cfg, dist.device, Path(checkpoint), run_dir)
+    tracker = start_tracking(cfg, to_dict(cfg), result.get("mlflow_run_id"), dist.is_main)
+    flat = {f"final/{k}": v for k, v in metrics["regressor"].items()}
+    flat.update({f"baseline/{k}": v for k, v in metrics["baseline"].items()})
+    tracker.log_metrics(flat, result["global_step"])
+    tracker.log_artifacts([run_dir / METRICS_NAME, run_dir / "plots"])
+    tracker.end("FINISHED")

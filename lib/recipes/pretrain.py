@@ -1,0 +1,140 @@
+"""MAE pretraining as a task of the shared engine: model + loss, steps, encoder export, predictions."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lib.config import MAEConfig
+from lib.engine import StepOutput, load_checkpoint
+from lib.engine.distributed import DistInfo
+from lib.io.run_files import ENCODER_EXPORT_PATTERN
+from lib.losses import ReconstructionLoss
+from lib.models.mae import XECMAE
+from lib.recipes.transfer import save_encoder
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_NAME = "mae_predictions_val.root"
+HEADLINE_METRICS = ("total_loss", "loss_npho", "loss_time", "actual_mask_ratio")
+"""Metrics drawn as learning curves at the end of a run (the full set is in training_history.json)."""
+
+
+class MAEModel(nn.Module):
+    """XECMAE and its reconstruction loss in one module, so DDP and the optimizer see every parameter."""
+
+    def __init__(self, cfg: MAEConfig) -> None:
+        super().__init__()
+        training = cfg.training
+        self.mae = XECMAE(cfg.model, cfg.normalization)
+        self.loss = ReconstructionLoss(
+            predict_channels=cfg.model.predict_channels, loss_fn=training.loss_fn, beta=training.loss_beta,
+            npho_weight=training.npho_weight, time_weight=training.time.weight,
+            time_npho_threshold=training.time.npho_threshold, use_npho_weight=training.time.use_npho_weight,
+            auto_channel_weight=training.auto_channel_weight, track_mae_rmse=training.track_mae_rmse,
+            norm=cfg.normalization,
+        )
+        self.mask_ratio = training.mask_ratio
+        self.time_mask_ratio_scale = training.time.mask_ratio_scale
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """Mask, reconstruct and score one batch: (loss, metrics, {"pred", "mask"})."""
+        out = self.mae(batch["x"], batch["npho_valid"], batch["time_valid"], self.mask_ratio,
+                       self.time_mask_ratio_scale)
+        loss, metrics = self.loss(out["pred"], batch["x"], out["mask"], batch["npho_valid"], batch["time_valid"])
+        return loss, metrics, out
+
+
+class PretrainTask:
+    """Engine task of MAE pretraining; exports the encoder as encoder_<tag>.pt."""
+
+    monitor = "total_loss"
+
+    def __init__(self, cfg: MAEConfig) -> None:
+        self.cfg = cfg
+
+    def training_step(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> StepOutput:
+        """Masked reconstruction loss of one batch."""
+        loss, metrics, _ = model(batch)
+        return StepOutput(loss, metrics, batch["x"].shape[0])
+
+    def validation_step(self, model: nn.Module, batch: dict[str, Tensor]) -> StepOutput:
+        """Same loss on a validation batch (fresh random masks)."""
+        return self.training_step(model, batch, -1)
+
+    def export(self, model: nn.Module, run_dir: Path, tag: str) -> None:
+        """Write encoder_<tag>.pt: encoder weights + the model and normalization config."""
+        path = Path(run_dir) / ENCODER_EXPORT_PATTERN.format(tag=tag)
+        save_encoder(model.mae.encoder, self.cfg.model, self.cfg.normalization, path,
+                     source={"run_name": self.cfg.checkpoint.run_name, "tag": tag})
+        log.info("exported %s", path)
+
+
+def build(cfg: MAEConfig, dist: DistInfo, train_loader: Any) -> tuple[MAEModel, PretrainTask]:
+    """Model and task of an MAE run."""
+    return MAEModel(cfg), PretrainTask(cfg)
+
+
+def _weights_for_predictions(result: dict[str, Any]) -> dict[str, Tensor] | None:
+    path = result.get("best_checkpoint") or result.get("last_checkpoint")
+    if path is None or not Path(path).is_file():
+        return None
+    checkpoint = load_checkpoint(path)
+    return checkpoint["ema"]["module"] if checkpoint.get("ema") else checkpoint["model"]
+
+
+@torch.no_grad()
+def predict_batches(model: MAEModel, loader: Any, max_events: int, device: torch.device) -> dict[str, np.ndarray]:
+    """Masked reconstructions of the first `max_events` events of `loader` as numpy arrays."""
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    loader.set_epoch(0)
+    seen = 0
+    for batch in loader:
+        if seen >= max_events:
+            break
+        batch = {k: v.to(device) for k, v in batch.items()}
+        _, _, out = model(batch)
+        take = min(max_events - seen, batch["x"].shape[0])
+        for key, value in {**batch, **out}.items():
+            parts.setdefault(key, []).append(value[:take].cpu().numpy())
+        seen += take
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def finish(cfg: MAEConfig, dist: DistInfo, result: dict[str, Any], task: PretrainTask, val_loader: Any) -> None:
+    """Rank 0: learning curves, and up to training.num_val_predictions validation reconstructions (best weights)."""
+    if not dist.is_main:
+        return
+    from lib.plots import load_history, plot_learning_curves
+
+    history = Path(result["run_dir"]) / "training_history.json"
+    if history.exists():
+        plot_learning_curves(load_history(history), Path(result["run_dir"]) / "plots", HEADLINE_METRICS)
+    n = cfg.training.num_val_predictions
+    if val_loader is None or n == 0:
+        return
+    weights = _weights_for_predictions(result)
+    if weights is None:
+        return
+    from lib.normalization import describe
+    from lib.evaluation.prediction_files import write_mae_predictions
+
+    model = MAEModel(cfg).to(dist.device)
+    model.load_state_dict(weights)
+    arrays = predict_batches(model, val_loader, n, dist.device)
+    inputs = {"x", "npho_valid", "time_valid", "pred", "mask", "run", "event"}
+    path = write_mae_predictions(
+        Path(result["run_dir"]) / "predictions" / PREDICTIONS_NAME,
+        run=arrays["run"], event=arrays["event"], x=arrays["x"], mask=arrays["mask"], pred=arrays["pred"],
+        npho_valid=arrays["npho_valid"], time_valid=arrays["time_valid"],
+        truth={k: v for k, v in arrays.items() if k not in inputs},
+        metadata={"predict_channels": list(cfg.model.predict_channels), "normalization": describe(cfg.normalization),
+                  "checkpoint": str(result.get("best_checkpoint") or result.get("last_checkpoint")),
+                  "run_name": cfg.checkpoint.run_name, "split": "val"},
+    )
+    log.info("wrote %d validation reconstructions to %s", len(arrays["x"]), path)

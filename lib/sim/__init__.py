@@ -1,0 +1,1 @@
+"""Toy detector simulation (physics, events, shard writer); only tests and the demo import it."""

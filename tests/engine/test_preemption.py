@@ -1,0 +1,65 @@
+"""A preemption signal makes the trainer write last.pt and stop; resuming from it loses nothing."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+
+from lib.engine import Trainer, load_checkpoint, prepare_run_dir
+from lib.engine.distributed import DistInfo
+from lib.engine.preemption import Preempted
+from tests.engine.ddp_worker import ToyLoader, ToyModel, ToyTask, toy_config, toy_data
+
+CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+SECTIONS = {"training": {"epochs": 2, "log_every": 1}, "checkpoint": {"auto_resume": True}}
+
+
+class SignallingTask(ToyTask):
+    """Sends `signum` to this process during the training step `at_step` (as SLURM would)."""
+
+    def __init__(self, at_step: int | None, signum: int) -> None:
+        super().__init__()
+        self.at_step, self.signum = at_step, signum
+
+    def training_step(self, model, batch, step):
+        if step == self.at_step:
+            os.kill(os.getpid(), self.signum)
+        return super().training_step(model, batch, step)
+
+
+def _fit(tmp_path, run_name: str, at_step: int | None = None, signum: int = signal.SIGUSR1) -> Trainer:
+    cfg = toy_config(tmp_path, run_name=run_name, **SECTIONS)
+    resuming = (tmp_path / run_name / "checkpoints" / "last.pt").exists()
+    x, y = toy_data(32)
+    vx, vy = toy_data(8, seed=9)
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, ToyModel(), SignallingTask(at_step, signum), ToyLoader(x, y, 4),
+                      ToyLoader(vx, vy, 4, shuffle=False), prepare_run_dir(cfg, CPU, resuming), CPU)
+    trainer.fit()
+    return trainer
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
+def test_signal_checkpoints_after_the_current_step_and_resume_is_exact(tmp_path, signum):
+    straight = _fit(tmp_path, "straight")
+
+    with pytest.raises(Preempted, match="preempted at global step 3"):
+        _fit(tmp_path, "preempted", at_step=2, signum=signum)
+    last = load_checkpoint(tmp_path / "preempted" / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["batch_in_epoch"], last["global_step"]) == (0, 3, 3)
+
+    resumed = _fit(tmp_path, "preempted")
+    assert resumed.global_step == straight.global_step == 16
+    for (name, expected), actual in zip(straight.raw_model.state_dict().items(),
+                                        resumed.raw_model.state_dict().values()):
+        assert torch.equal(expected, actual), name

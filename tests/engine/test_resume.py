@@ -1,0 +1,58 @@
+"""A resumed run reaches bit-for-bit the weights of an uninterrupted one (CPU, toy model)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lib.engine import Trainer, load_checkpoint, prepare_run_dir
+from lib.engine.distributed import DistInfo
+from tests.engine.ddp_worker import Interrupted, ToyLoader, ToyModel, ToyTask, toy_config, toy_data
+
+CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+# 32 events / batch 4 = 8 batches; 2 accumulated per step -> 4 optimizer steps per epoch, 8 in all
+SECTIONS = {
+    "training": {"epochs": 2, "grad_accum_steps": 2, "ema": {"enabled": True, "decay": 0.9}, "log_every": 1},
+    "checkpoint": {"save_every_steps": 2, "auto_resume": True},
+}
+
+
+def _fit(tmp_path, run_name: str, interrupt_at_step: int | None = None) -> Trainer:
+    """Build everything from scratch (dropout and task masks draw from the global RNG) and fit."""
+    cfg = toy_config(tmp_path, run_name=run_name, **SECTIONS)
+    resuming = (tmp_path / run_name / "checkpoints" / "last.pt").exists()
+    x, y = toy_data(32)
+    vx, vy = toy_data(8, seed=9)
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, ToyModel(dropout=0.2), ToyTask(interrupt_at_step=interrupt_at_step),
+                      ToyLoader(x, y, 4), ToyLoader(vx, vy, 4, shuffle=False),
+                      prepare_run_dir(cfg, CPU, resuming), CPU)
+    trainer.fit()
+    return trainer
+
+
+def _history(tmp_path, run_name: str) -> list[dict]:
+    records = json.loads((tmp_path / run_name / "training_history.json").read_text())
+    return [{k: v for k, v in record.items() if k != "time_s"} for record in records]
+
+
+@pytest.mark.parametrize("interrupt_at_step, resumed_at", [(4, (1, 0)), (7, (1, 4))],
+                         ids=["epoch-boundary", "mid-epoch"])
+def test_resume_is_bit_for_bit(tmp_path, interrupt_at_step, resumed_at):
+    straight = _fit(tmp_path, "straight")
+
+    with pytest.raises(Interrupted):
+        _fit(tmp_path, "resumed", interrupt_at_step=interrupt_at_step)
+    last = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["batch_in_epoch"]) == resumed_at
+    resumed = _fit(tmp_path, "resumed")
+
+    for (name, expected), actual in zip(straight.raw_model.state_dict().items(),
+                                        resumed.raw_model.state_dict().values()):
+        assert torch.equal(expected, actual), name
+    for (name, expected), actual in zip(straight.ema.module.state_dict().items(),
+                                        resumed.ema.module.state_dict().values()):
+        assert torch.equal(expected, actual), f"ema {name}"
+    assert straight.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
+    assert _history(tmp_path, "resumed") == _history(tmp_path, "straight")

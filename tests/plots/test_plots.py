@@ -1,0 +1,186 @@
+"""Plots (lib.plots): files written per output, binned resolution numbers, history sources, event display."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from lib.geometry import N_SENSORS
+from lib.plots import (
+    binned_half_width_68,
+    history_from_mlflow,
+    load_history,
+    mae_entry,
+    make_regression_plots,
+    plot_event_display,
+    plot_learning_curves,
+    plot_pred_vs_truth,
+    plot_residuals,
+    plot_resolution_vs,
+    read_event,
+)
+from lib.evaluation.prediction_files import write_regression_predictions
+from tests.conftest import make_events, write_npz
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_pngs(paths: list[Path], names: set[str]) -> None:
+    assert {p.name for p in paths} == names
+    for path in paths:
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000, path
+
+
+def regression_arrays(outputs: tuple[str, ...], n: int = 300, seed: int = 0) -> tuple[dict, dict]:
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for output in outputs:
+        truth = rng.uniform(1.0, 2.0, n)
+        pred = truth + rng.normal(0.0, 0.1, n)
+        arrays.update({f"truth_{output}": truth, f"pred_{output}": pred, f"error_{output}": pred - truth})
+    return arrays, {"outputs": list(outputs), "units": {o: "cm" for o in outputs}}
+
+
+# ---------------------------------------------------------------- binned resolution
+
+
+def test_binned_half_width_matches_direct_numpy():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.uniform(0.0, 10.0, 1000), [0.0, 2.0, 2.0, 5.0, 10.0]])  # edges: half-open bins
+    residuals = rng.standard_t(3, x.size) * (1.0 + x)
+    edges = np.array([0.0, 2.0, 5.0, 9.9, 10.0])
+    binned = binned_half_width_68(x, residuals, edges, min_count=15)
+
+    counts, _ = np.histogram(x, edges)
+    np.testing.assert_array_equal(binned.counts, counts)
+    np.testing.assert_allclose(binned.centers, [1.0, 3.5, 7.45, 9.95])
+    for i in range(3):
+        inside = (x >= edges[i]) & (x < edges[i + 1])
+        low, high = np.percentile(residuals[inside], [15.865, 84.135])
+        assert binned.width[i] == pytest.approx((high - low) / 2, rel=1e-3)
+    assert counts[3] < 15 and np.isnan(binned.width[3])
+
+
+def test_binned_half_width_error_matches_the_spread_of_gaussian_samples():
+    rng = np.random.default_rng(2)
+    n_events, n_samples = 400, 2000
+    samples = rng.normal(0.0, 1.0, (n_samples, n_events))
+    low, high = np.percentile(samples, [15.865, 84.135], axis=1)
+    observed_spread = np.std((high - low) / 2)
+    binned = binned_half_width_68(np.zeros(n_events), samples[0], np.array([-1.0, 1.0]))
+    assert binned.error[0] == pytest.approx(observed_spread * binned.width[0], rel=0.12)
+
+
+# ---------------------------------------------------------------- regression plots
+
+
+def test_residual_and_pred_vs_truth_plots_one_per_output(tmp_path):
+    arrays, metadata = regression_arrays(("E", "theta"))
+    arrays["error_theta"][:5] = np.nan  # non-finite rows are skipped, not fatal
+    assert_pngs(plot_residuals(arrays, metadata, tmp_path), {"residual_E.png", "residual_theta.png"})
+    assert_pngs(plot_pred_vs_truth(arrays, metadata, tmp_path), {"pred_vs_truth_E.png", "pred_vs_truth_theta.png"})
+
+
+def test_resolution_vs_plots_only_the_truths_present(tmp_path):
+    arrays, metadata = regression_arrays(("E", "u", "theta"))
+    assert_pngs(plot_resolution_vs(arrays, metadata, tmp_path), {"resolution_vs_E.png", "resolution_vs_u.png"})
+    arrays, metadata = regression_arrays(("theta",))
+    assert plot_resolution_vs(arrays, metadata, tmp_path / "none") == []
+
+
+def test_make_regression_plots_from_a_file(tmp_path):
+    arrays, _ = regression_arrays(("E", "v"), n=200)
+    path = write_regression_predictions(
+        tmp_path / "pred.root", run=np.zeros(200), event=np.arange(200),
+        truth={o: arrays[f"truth_{o}"] for o in ("E", "v")}, pred={o: arrays[f"pred_{o}"] for o in ("E", "v")},
+        sigma=None, metadata={"tasks": ["energy", "position"], "normalization": {}, "checkpoint": "c", "split": "val"},
+    )
+    history = [{"epoch": 1, "train/total_loss": 1.0, "val/total_loss": 1.5}]
+    saved = make_regression_plots(path, tmp_path / "plots", history)
+    expected = {f"{kind}_{o}.png" for kind in ("residual", "resolution_vs", "pred_vs_truth") for o in ("E", "v")}
+    assert_pngs(saved, expected | {"curve_total_loss.png"})
+
+
+# ---------------------------------------------------------------- learning curves
+
+
+def test_learning_curves_one_file_per_metric(tmp_path):
+    history = [
+        {"epoch": 1, "lr": 1e-3, "train/total_loss": 2.0, "val/total_loss": 2.5, "val/E_w68": 0.1},
+        {"epoch": 2, "lr": 5e-4, "train/total_loss": 1.0, "train/nll": -0.5},  # no validation this epoch
+    ]
+    assert_pngs(plot_learning_curves(history, tmp_path),
+                {"curve_total_loss.png", "curve_E_w68.png", "curve_nll.png", "lr.png"})
+
+
+def test_load_history_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.json does not exist"):
+        load_history(tmp_path / "nothere.json")
+    (tmp_path / "bad.json").write_text('{"epoch": 1}')
+    with pytest.raises(ValueError, match="bad.json must hold a JSON list"):
+        load_history(tmp_path / "bad.json")
+
+
+class FakeMlflowClient:
+    """The two MlflowClient calls history_from_mlflow makes, over {key: [(step, value)]}."""
+
+    def __init__(self, metrics: dict[str, list[tuple[int, float]]]):
+        self.metrics = metrics
+
+    def get_run(self, run_id):
+        if run_id != "run1":
+            raise LookupError(f"Run with id={run_id} not found")
+        return SimpleNamespace(data=SimpleNamespace(metrics={k: v[-1][1] for k, v in self.metrics.items()}))
+
+    def get_metric_history(self, run_id, key):
+        return [SimpleNamespace(key=key, step=step, value=value) for step, value in self.metrics[key]]
+
+
+def test_history_from_mlflow_groups_metrics_by_step():
+    client = FakeMlflowClient({
+        "epoch": [(10, 1.0), (20, 2.0)],
+        "train/total_loss": [(10, 3.0), (20, 2.0)],
+        "val/total_loss": [(20, 2.5)],
+    })
+    assert history_from_mlflow("run1", client=client) == [
+        {"epoch": 1.0, "train/total_loss": 3.0},
+        {"epoch": 2.0, "train/total_loss": 2.0, "val/total_loss": 2.5},
+    ]
+    with pytest.raises(ValueError, match="MLflow run nope not readable"):
+        history_from_mlflow("nope", client=client)
+
+
+# ---------------------------------------------------------------- event display
+
+
+@pytest.fixture
+def shard(tmp_path) -> Path:
+    events = make_events(2)
+    events["npho"][1, :10] = 1e10  # missing readouts: invalid sensors
+    return write_npz(tmp_path / "shard.npz", events)
+
+
+def test_read_event_and_display(tmp_path, shard):
+    events = make_events(2)
+    event = read_event(shard, 1)
+    np.testing.assert_array_equal(event["time"], events["relative_time"][1])
+    assert event["npho"].shape == (N_SENSORS,) and event["npho"][0] == np.float32(1e10)
+    assert (event["run"], event["event"]) == (7, 1)
+    with pytest.raises(ValueError, match="event index 2 is out of range; it holds 2 events"):
+        read_event(shard, 2)
+    out = plot_event_display(event, tmp_path / "display.png")
+    assert_pngs([out], {"display.png"})
+
+
+def test_mae_entry_matches_run_and_event():
+    arrays = {"run": np.array([7, 7, 8]), "event": np.array([4, 1, 1])}
+    assert mae_entry(arrays, {"run": 7, "event": 1}, index=0, source="m.root") == 1
+    assert mae_entry(arrays, {"run": 8, "event": 1}, index=0, source="m.root") == 2
+    assert mae_entry(arrays, {}, index=2, source="m.root") == 2  # input without run/event: same entry
+    with pytest.raises(ValueError, match="m.root hold no entry with run 9 event 1"):
+        mae_entry(arrays, {"run": 9, "event": 1}, index=0, source="m.root")
+    with pytest.raises(ValueError, match="entry 3 is out of range"):
+        mae_entry(arrays, {}, index=3, source="m.root")
