@@ -6,18 +6,37 @@ from `PRESETS["tiny"]`.
 """
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lib.config.presets import apply_preset
 
+log = logging.getLogger(__name__)
+
 ENCODER_DIM_MULTIPLE = 32
+REMOVED_KEYS = ("outer_mode", "outer_fine_pool")
+"""Keys of earlier versions that are dropped with a deprecation warning: the outer face is always
+encoded at sensor resolution, as the coarse 24x9 grid plus the 6x5 dense patch."""
 PREDICT_CHANNEL_CHOICES = (["npho", "time"], ["npho"])
 
 # Named parameter sets; "base" is the class defaults, so it overrides nothing.
 PRESETS: dict[str, dict[str, Any]] = {
     "base": {},
+    "large": {
+        "encoder_dim": 1024,
+        "face_widths": [64, 128, 256, 512],
+        "face_depths": [2, 2, 4, 2],
+        "hex_depths": [1, 1, 1, 1],
+        "fusion_depth": 2,
+        "fusion_heads": 16,
+        "decoder_dim": 128,
+        "decoder_upsample_steps": 3,
+        "decoder_hex_depth": 1,
+        "stem_stride": 1,
+    },
     "tiny": {
         "encoder_dim": 64,
         "face_widths": [8, 16],
@@ -33,12 +52,25 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def drop_removed_keys(data: Any) -> Any:
+    """A copy of a raw `model` section without REMOVED_KEYS, warning once per key found."""
+    if not isinstance(data, dict) or not any(key in data for key in REMOVED_KEYS):
+        return data
+    for key in REMOVED_KEYS:
+        if key in data:
+            message = (f"model.{key} = {data[key]!r} is deprecated and ignored: the outer face is always encoded "
+                       "at sensor resolution (coarse 24x9 grid + 6x5 dense patch); remove the key")
+            log.warning(message)
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+    return {key: value for key, value in data.items() if key not in REMOVED_KEYS}
+
+
 class ModelConfig(BaseModel):
     """Architecture of XECEncoder and its MAE decoders."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    preset: Literal["base", "tiny"] = "base"
+    preset: Literal["base", "large", "tiny"] = "base"
     """Named size; fields given explicitly win over the preset's values."""
     encoder_dim: int = Field(1024, gt=0)
     """Width of the face tokens and the fusion transformer (multiple of 32)."""
@@ -48,11 +80,6 @@ class ModelConfig(BaseModel):
     """Blocks per stage of the rectangular faces (one entry per stage)."""
     hex_depths: list[int] = [1, 1, 1, 1]
     """HexNeXt blocks per stage of the top/bottom faces (one entry per stage)."""
-    outer_mode: Literal["fine", "split"] = "fine"
-    """Outer face as one fine grid (72x45) or as separate coarse (24x9) and dense (6x5) grids."""
-    outer_fine_pool: tuple[int, int] | None = None
-    """Average-pool the outer fine grid by (phi, z) before the encoder (None: full fine grid); each factor
-    must divide the grid's extent (checked when the encoder is built, where the geometry is known)."""
     fusion_depth: int = Field(2, ge=1)
     """Transformer layers fusing the face tokens."""
     fusion_heads: int = Field(16, ge=1)
@@ -79,7 +106,7 @@ class ModelConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        return apply_preset(data, PRESETS, "model")
+        return apply_preset(drop_removed_keys(data), PRESETS, "model")
 
     @field_validator("encoder_dim")
     @classmethod
@@ -114,10 +141,6 @@ class ModelConfig(BaseModel):
                     f"model.{name} has {len(getattr(self, name))} entries but face_widths has {n_stages}; "
                     "give one entry per stage"
                 )
-        if self.outer_fine_pool is not None and self.outer_mode != "fine":
-            raise ValueError(
-                "model.outer_fine_pool only applies to outer_mode 'fine'; remove it or set outer_mode: fine"
-            )
         if self.encoder_dim % self.fusion_heads:
             raise ValueError(
                 f"model.fusion_heads = {self.fusion_heads} must divide model.encoder_dim = {self.encoder_dim}"

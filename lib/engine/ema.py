@@ -25,17 +25,23 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Move the shadow weights one step towards `model` (the unwrapped training model)."""
+        """Move the shadow weights one step towards `model` (the unwrapped training model).
+
+        One foreach lerp over the floating-point parameters and one foreach copy over the rest and
+        the buffers (same values as a per-tensor lerp_ / copy_ loop).
+        """
         ema_params = dict(self.module.named_parameters())
-        for name, param in model.named_parameters():
-            shadow = ema_params[name]
-            if shadow.dtype.is_floating_point:
-                shadow.lerp_(param.detach(), 1.0 - self.decay)
-            else:
-                shadow.copy_(param.detach())
+        pairs = [(ema_params[name], param) for name, param in model.named_parameters()]
+        floating = [pair for pair in pairs if pair[0].is_floating_point()]
         ema_buffers = dict(self.module.named_buffers())
-        for name, buffer in model.named_buffers():
-            ema_buffers[name].copy_(buffer)
+        copied = [pair for pair in pairs if not pair[0].is_floating_point()]
+        copied += [(ema_buffers[name], buffer) for name, buffer in model.named_buffers()]
+        if floating:
+            shadows, params = zip(*floating)
+            torch._foreach_lerp_(list(shadows), list(params), 1.0 - self.decay)
+        if copied:
+            targets, sources = zip(*copied)
+            torch._foreach_copy_(list(targets), list(sources))
 
     def state_dict(self) -> dict[str, Any]:
         """Shadow weights and decay."""

@@ -39,8 +39,22 @@ def split_decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Pa
     return decay, no_decay
 
 
+FUSED_DEVICE_TYPES = ("cpu", "cuda")
+"""Device types with fused AdamW kernels (torch 2.13: every floating dtype on both)."""
+
+
+def fused_supported(params: list[nn.Parameter]) -> bool:
+    """Whether fused AdamW runs on `params`: all floating point, all on one device of FUSED_DEVICE_TYPES."""
+    devices = {p.device for p in params}
+    return (len(devices) == 1 and next(iter(devices)).type in FUSED_DEVICE_TYPES
+            and all(p.is_floating_point() for p in params))
+
+
 def build_optimizer(model: nn.Module, training: Any, lr: float) -> torch.optim.Optimizer:
     """AdamW or SGD over all trainable parameters of `model`, weight decay only where it belongs.
+
+    AdamW is fused (one kernel per step) where torch has a fused kernel for the parameters' device,
+    else it uses foreach kernels; SGD uses foreach kernels. Build it after moving the model to its device.
 
     A model with an `lr_scales()` method (parameter name -> multiplier, e.g. layer-wise lr
     decay) gets one parameter group per (decay, multiplier); frozen parameters are left out.
@@ -54,9 +68,11 @@ def build_optimizer(model: nn.Module, training: Any, lr: float) -> torch.optim.O
             members = [p for p in params if scale_of[id(p)] == scale]
             groups.append({"params": members, "weight_decay": weight_decay, "lr": lr * scale})
     if training.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(training.betas))
+        fused = fused_supported([p for group in groups for p in group["params"]])
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(training.betas), fused=fused or None,
+                                 foreach=None if fused else True)
     if training.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=training.momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=training.momentum, foreach=True)
     raise ValueError(f"training.optimizer={training.optimizer!r} is not supported; use 'adamw' or 'sgd'")
 
 

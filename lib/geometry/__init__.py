@@ -10,11 +10,10 @@ US/DS the column is the radius r, increasing). Grids index sensors by id.
 
 Outer face: 216 coarse PMTs (24 phi-rows x 9 z-cols, id = 4092 + 9*row + col)
 plus a dense 6 x 5 patch (18 extra ids 4742-4759 and 12 coarse ids) over coarse
-rows 10-13 x cols 3-5. The model-friendly "outer_fine" grid upsamples each coarse
-cell x3 in phi and x5 in z (72 x 45) and pastes the patch at its true place
-(fine rows 30-41, cols 15-29, each patch cell 2 x 3 fine cells). Every fine cell
-shows one sensor; extensive channels (npho) are divided by the number of fine
-cells the shown sensor covers, intensive ones (time) are copied.
+rows 10-13 x cols 3-5. The "outer_fine" display grid (event plots) upsamples each
+coarse cell x3 in phi and x5 in z (72 x 45) and pastes the patch at its true place
+(fine rows 30-41, cols 15-29, each patch cell 2 x 3 fine cells); every fine cell
+shows one sensor. The models use the coarse and dense grids, one cell per sensor.
 
 Top/bottom faces are hexagonal: rows of HEX_ROW_LENGTHS PMTs with consecutive
 ids, in the half-planes phi = +117.24 / -117.24 deg. HEX_NEIGHBORS slots are
@@ -34,14 +33,13 @@ from lib.geometry.sensors import (
     POSITIONS, SENSOR_FACE, face_ids, grid_ids, hex_ids,
 )
 from lib.geometry.maps import (
-    face_index, flat_to_grid, flat_to_hex, flat_to_outer_fine, grid_to_flat, hex_to_flat, mask_to_grid, mask_to_hex,
-    outer_fine_to_flat,
+    face_index, flat_to_grid, flat_to_hex, grid_to_flat, hex_to_flat, mask_to_grid, mask_to_hex,
 )
 
 __all__ = [
     "FACE_BOTTOM", "FACE_DS", "FACE_INNER", "FACE_NAMES", "FACE_OUTER", "FACE_TOP", "FACE_US", "GRID_SHAPES",
     "HEX_EDGES", "HEX_NEIGHBORS", "HEX_ROW_LENGTHS", "IS_SIPM", "N_HEX", "N_SENSORS", "NORMALS",
     "OUTER_FINE_CELL_COUNT", "OUTER_FINE_FACTOR", "POSITIONS", "SENSOR_FACE", "face_ids", "face_index",
-    "flat_to_grid", "flat_to_hex", "flat_to_outer_fine", "grid_to_flat", "grid_ids", "hex_ids", "hex_to_flat",
-    "mask_to_grid", "mask_to_hex", "outer_fine_to_flat",
+    "flat_to_grid", "flat_to_hex", "grid_to_flat", "grid_ids", "hex_ids", "hex_to_flat", "mask_to_grid",
+    "mask_to_hex",
 ]

@@ -1,30 +1,62 @@
-"""MAE decoders: face token -> per-sensor prediction, scattered back to the flat (B, 4760, C) layout.
+"""MAE decoders: face token -> per-sensor prediction, gathered into the flat (B, 4760, C) layout.
 
-Rectangular faces use a conv-transpose `FaceDecoder` (token -> small seed grid ->
-x2 upsamplings -> bilinear resize to the face grid); top/bottom use a HexNeXt
-`GraphFaceDecoder`. With outer_mode "fine" the outer decoder predicts the full
-72x45 fine grid (also when the encoder pools it) and each outer sensor gets the
-mean over the fine cells it covers (lib.geometry.outer_fine_to_flat, both channels
-intensive). With outer_mode "split" the coarse and dense grids are predicted
-directly; the 12 coarse sensors inside the dense patch appear in both grids and
-take the dense-patch prediction (it is written last).
+Rectangular faces use a conv-transpose `FaceDecoder` (token -> small seed grid -> x2
+upsamplings -> crop to the face grid, channels_last throughout); top/bottom use a HexNeXt
+`GraphFaceDecoder`. Every face predicts at sensor resolution, one cell per sensor; the outer
+face as its coarse 24x9 grid and its 6x5 dense patch.
+
+Each sensor gets exactly one prediction. The 12 coarse PMTs inside the dense patch are cells
+of both outer grids: they take the dense-patch prediction, which sees them among their true
+neighbours at the patch pitch; the coarse decoder's 12 cells there are unused (no loss
+reaches them). `sensor_sources` builds that choice once as an index, so assembling the
+prediction is one gather.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from lib.geometry import GRID_SHAPES, HEX_NEIGHBORS, N_HEX, N_SENSORS, grid_to_flat, hex_to_flat, outer_fine_to_flat
+from lib.geometry import GRID_SHAPES, HEX_NEIGHBORS, N_HEX, N_SENSORS, grid_ids, hex_ids
 from lib.models.blocks import HexNeXtBlock, LayerNorm2d, init_weights
 from lib.config.model_schema import ModelConfig
 from lib.models.encoder import HEX_FACES
 
+DENSE_PATCH = "outer_dense"
+"""The grid whose prediction wins for sensors shown in two grids."""
+
+
+def face_sensor_ids(name: str) -> np.ndarray:
+    """Sensor ids of a token's prediction cells, in the order its decoder emits them."""
+    return hex_ids(name) if name in HEX_FACES else grid_ids(name).ravel()
+
+
+def sensor_sources(token_names: tuple[str, ...]) -> np.ndarray:
+    """(4760,) position of each sensor's prediction among the concatenated cells of all token decoders.
+
+    A sensor shown in several grids takes the cell of the dense patch (DENSE_PATCH); every sensor
+    must be covered.
+    """
+    offsets = np.cumsum([0, *(len(face_sensor_ids(name)) for name in token_names)])
+    source = np.full(N_SENSORS, -1, dtype=np.int64)
+    ordered = sorted(range(len(token_names)), key=lambda index: token_names[index] == DENSE_PATCH)
+    for index in ordered:  # the dense patch last, so it wins
+        ids = face_sensor_ids(token_names[index])
+        source[ids] = offsets[index] + np.arange(len(ids))
+    if (source < 0).any():
+        raise ValueError(f"decoder tokens {token_names} leave {int((source < 0).sum())} sensors without a prediction")
+    return source
+
 
 class FaceDecoder(nn.Module):
-    """Token (B, D) -> (B, out_channels, H, W) for a rectangular face of shape `out_shape`."""
+    """Token (B, D) -> (B, out_channels, H, W) for a rectangular face of shape `out_shape`.
+
+    Activations are held in `memory_format` (channels_last; contiguous_format gives the NCHW path).
+    """
+
+    memory_format = torch.channels_last
 
     def __init__(self, encoder_dim: int, decoder_dim: int, out_shape: tuple[int, int], out_channels: int,
                  upsample_steps: int):
@@ -46,11 +78,10 @@ class FaceDecoder(nn.Module):
         init_weights(self)
 
     def forward(self, token: torch.Tensor) -> torch.Tensor:
-        x = self.seed(token).view(token.shape[0], self.decoder_dim, *self.seed_shape)
-        x = self.head(self.upsample(x))
-        if tuple(x.shape[-2:]) != self.out_shape:
-            x = F.interpolate(x, size=self.out_shape, mode="bilinear", align_corners=False)
-        return x
+        seed = self.seed(token).view(token.shape[0], *self.seed_shape, self.decoder_dim).permute(0, 3, 1, 2)
+        x = self.head(self.upsample(seed.contiguous(memory_format=self.memory_format)))
+        height, width = self.out_shape
+        return x[:, :, :height, :width]
 
 
 class GraphFaceDecoder(nn.Module):
@@ -78,7 +109,6 @@ class MAEDecoder(nn.Module):
     def __init__(self, token_names: tuple[str, ...], cfg: ModelConfig, out_channels: int):
         super().__init__()
         self.token_names = token_names
-        self.out_channels = out_channels
         decoders = {}
         for name in token_names:
             if name in HEX_FACES:
@@ -87,15 +117,11 @@ class MAEDecoder(nn.Module):
                 decoders[name] = FaceDecoder(cfg.encoder_dim, cfg.decoder_dim, GRID_SHAPES[name], out_channels,
                                              cfg.decoder_upsample_steps)
         self.decoders = nn.ModuleDict(decoders)
+        self.register_buffer("sources", torch.from_numpy(sensor_sources(token_names)), persistent=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        pred = tokens.new_zeros(tokens.shape[0], N_SENSORS, self.out_channels)
+        cells = []
         for index, (name, decoder) in enumerate(self.decoders.items()):
             face_pred = decoder(tokens[:, index])
-            if name in HEX_FACES:
-                hex_to_flat(face_pred, name, pred)
-            elif name == "outer_fine":
-                outer_fine_to_flat(face_pred, pred, extensive_channels=())
-            else:
-                grid_to_flat(face_pred, name, pred)
-        return pred
+            cells.append(face_pred if name in HEX_FACES else face_pred.permute(0, 2, 3, 1).flatten(1, 2))
+        return torch.cat(cells, dim=1).index_select(1, self.sources)

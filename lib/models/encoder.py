@@ -2,9 +2,11 @@
 
 Every sensor's input is its 2 normalized data channels (npho, time) plus, with
 `coord_channels`, its standardized cylindrical (z, phi, rho) (CoordConv), so that the
-features know where the light is. Rectangular faces (inner, US, DS and the outer face,
-either as the fine 72x45 grid, optionally average-pooled, or as separate coarse 24x9
-and dense 6x5 grids) go through ConvNeXt V2 stages: a stem conv of kernel = stride =
+features know where the light is. Rectangular faces go through ConvNeXt V2 stages at sensor
+resolution, one cell per sensor: inner, US, DS, and the outer face as two grids, the coarse
+24x9 PMT grid and the 6x5 dense patch (lib.geometry GRID_SHAPES "outer_coarse" /
+"outer_dense"). The 12 coarse PMTs that lie inside the dense patch are cells of both grids
+and show the same input and mask in each. Each grid runs: a stem conv of kernel = stride =
 `stem_stride` (1: full sensor resolution), then per stage a strided downsampling
 (stride 2 on each axis longer than 1, so no axis drops below 1 cell). The hexagonal
 top/bottom faces go through HexNeXt stages on the hex graph. Each backbone ends in a
@@ -13,11 +15,8 @@ sensors adds light-weighted centroids and log light sums, which a mean of normal
 features cannot express (position needs where the light is, energy a linear sum).
 Both are projected to `encoder_dim`; the face tokens plus learned face embeddings are
 fused by a pre-norm transformer. Masking semantics are described in lib.models.blocks;
-masked sensors get no light-pool weight.
-
-The outer fine grid treats all input channels as intensive (the value of a
-sensor is copied into each fine cell it covers): dividing a normalized, non-linear
-npho by a cell count has no physical meaning.
+masked sensors get no light-pool weight. Grid activations are channels_last, so the
+channel LayerNorms and the channels-last MLPs of the blocks need no permute copies.
 """
 from __future__ import annotations
 
@@ -34,7 +33,6 @@ from lib.geometry import (
     POSITIONS,
     flat_to_grid,
     flat_to_hex,
-    flat_to_outer_fine,
     mask_to_grid,
     mask_to_hex,
 )
@@ -54,17 +52,13 @@ INPUT_CHANNELS = 2  # normalized npho, normalized time
 NPHO_CHANNEL = 0
 COORD_CHANNELS = 3  # see sensor_coordinates
 HEX_FACES = ("top", "bottom")
-OUTER_GRIDS = {"fine": ("outer_fine",), "split": ("outer_coarse", "outer_dense")}
+GRID_FACES = ("inner", "outer_coarse", "outer_dense", "us", "ds")
+"""lib.geometry grid names of the rectangular-face tokens, in token order."""
 
 
 def backbone_input_channels(cfg: ModelConfig) -> int:
     """Channels a face backbone sees per position: the data channels, plus coordinates if enabled."""
     return INPUT_CHANNELS + (COORD_CHANNELS if cfg.coord_channels else 0)
-
-
-def grid_token_names(outer_mode: str) -> tuple[str, ...]:
-    """Names (lib.geometry grid names) of the rectangular-face tokens, in token order."""
-    return ("inner", *OUTER_GRIDS[outer_mode], "us", "ds")
 
 
 def sensor_coordinates() -> np.ndarray:
@@ -156,7 +150,12 @@ class Backbone(nn.Module):
 
 
 class GridBackbone(Backbone):
-    """ConvNeXt V2 backbone of one rectangular face: (B, 2, H, W), visible (B, 1, H, W) -> (B, encoder_dim)."""
+    """ConvNeXt V2 backbone of one rectangular face: (B, 2, H, W), visible (B, 1, H, W) -> (B, encoder_dim).
+
+    Activations are held in `memory_format` (channels_last; contiguous_format gives the NCHW path).
+    """
+
+    memory_format = torch.channels_last
 
     def __init__(self, grid_shape: tuple[int, int], cfg: ModelConfig):
         super().__init__()
@@ -177,7 +176,7 @@ class GridBackbone(Backbone):
         self._build_pool_and_head(in_channels, cfg)
 
     def forward(self, x: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
-        return super().forward(x.contiguous(memory_format=torch.channels_last), visible)
+        return super().forward(x.contiguous(memory_format=self.memory_format), visible)
 
     def as_positions(self, x: torch.Tensor, visible: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         flat = x.flatten(2).transpose(1, 2)
@@ -210,9 +209,8 @@ class XECEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        grid_names = grid_token_names(cfg.outer_mode)
-        self.token_names: tuple[str, ...] = (*grid_names, *HEX_FACES)
-        self.grid_backbones = nn.ModuleDict({name: GridBackbone(self._input_shape(name), cfg) for name in grid_names})
+        self.token_names: tuple[str, ...] = (*GRID_FACES, *HEX_FACES)
+        self.grid_backbones = nn.ModuleDict({name: GridBackbone(GRID_SHAPES[name], cfg) for name in GRID_FACES})
         self.hex_backbones = nn.ModuleDict({face: HexBackbone(cfg) for face in HEX_FACES})
         self.face_embedding = nn.Embedding(self.n_tokens, cfg.encoder_dim)
         nn.init.trunc_normal_(self.face_embedding.weight, std=0.02)
@@ -234,22 +232,10 @@ class XECEncoder(nn.Module):
     def n_tokens(self) -> int:
         return len(self.token_names)
 
-    def _input_shape(self, name: str) -> tuple[int, int]:
-        shape, pool = GRID_SHAPES[name], self.cfg.outer_fine_pool
-        if name != "outer_fine" or pool is None:
-            return shape
-        if any(factor <= 0 or extent % factor for factor, extent in zip(pool, shape)):
-            raise ValueError(f"model.outer_fine_pool = {pool} must be two positive factors dividing the outer "
-                             f"fine grid {shape}")
-        return shape[0] // pool[0], shape[1] // pool[1]
-
-    def _grid_input(self, name: str, x: torch.Tensor, visible: torch.Tensor | None):
-        if name == "outer_fine":
-            grid, grid_visible = flat_to_outer_fine(x, visible, extensive_channels=(), pool=self.cfg.outer_fine_pool)
-        else:
-            grid = flat_to_grid(x, name)
-            grid_visible = None if visible is None else mask_to_grid(visible, name)
-        return grid, None if grid_visible is None else grid_visible.unsqueeze(1).to(grid.dtype)
+    @staticmethod
+    def _grid_input(name: str, x: torch.Tensor, visible: torch.Tensor | None):
+        grid_visible = None if visible is None else mask_to_grid(visible, name).unsqueeze(1).to(x.dtype)
+        return flat_to_grid(x, name), grid_visible
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 3 or x.shape[1:] != (N_SENSORS, INPUT_CHANNELS):

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 ENCODER_KIND = "xecmae-encoder"
 ENCODER_FIELDS = (
-    "encoder_dim", "face_widths", "face_depths", "hex_depths", "outer_mode", "outer_fine_pool",
-    "fusion_depth", "fusion_heads", "stem_stride", "coord_channels", "light_pool_heads",
+    "encoder_dim", "face_widths", "face_depths", "hex_depths", "fusion_depth", "fusion_heads", "stem_stride",
+    "coord_channels", "light_pool_heads",
 )
 """ModelConfig fields that fix the encoder's architecture (decoder and regularisation fields do not)."""
 ENCODER_PREFIXES = ("mae.encoder.", "encoder.")

@@ -10,7 +10,7 @@ from torch import nn
 from lib.engine import Trainer
 from lib.engine.distributed import DistInfo
 from lib.engine.ema import ModelEMA
-from lib.engine.optim import build_optimizer, build_scheduler
+from lib.engine.optim import build_optimizer, build_scheduler, fused_supported, split_decay_groups
 from lib.engine.rundir import prepare_run_dir
 from tests.engine.ddp_worker import ToyLoader, ToyModel, ToyTask, toy_config, toy_data
 
@@ -114,6 +114,68 @@ def test_ema_update_follows_the_formula():
     for name, param in model.named_parameters():
         torch.testing.assert_close(ema.module.state_dict()[name], 0.9 * old[name] + 0.1 * param.detach())
     assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+class WithBuffers(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 2)
+
+
+def test_ema_update_is_bit_identical_to_a_per_parameter_loop():
+    torch.manual_seed(0)
+    model = WithBuffers()
+    ema, reference = ModelEMA(model, decay=0.999), ModelEMA(model, decay=0.999)
+    shadow = dict(reference.module.named_parameters())
+    shadow_buffers = dict(reference.module.named_buffers())
+    for _ in range(3):
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(torch.randn_like(param))
+        model.norm.train()(model.conv(torch.randn(2, 3, 5, 5)))  # moves the BatchNorm running statistics
+        ema.update(model)
+        with torch.no_grad():  # the per-tensor loop the foreach update replaces
+            for name, param in model.named_parameters():
+                shadow[name].lerp_(param, 1.0 - 0.999)
+            for name, buffer in model.named_buffers():
+                shadow_buffers[name].copy_(buffer)
+    for name, value in reference.module.state_dict().items():
+        assert torch.equal(ema.module.state_dict()[name], value), name
+    assert ema.module.norm.num_batches_tracked == 3
+
+
+def test_adamw_is_fused_on_cpu_and_matches_the_per_parameter_loop(tmp_path):
+    torch.manual_seed(0)
+    model, reference = NamedParts(), NamedParts()
+    reference.load_state_dict(model.state_dict())
+    training = toy_config(tmp_path, training={"weight_decay": 0.1}).training
+    optimizer = build_optimizer(model, training, lr=1e-2)
+    assert optimizer.defaults["fused"] is True and not optimizer.defaults["foreach"]
+    loop = torch.optim.AdamW([{"params": group["params"], "weight_decay": group["weight_decay"]}
+                              for group in split_groups(reference)], lr=1e-2, betas=(0.9, 0.95), foreach=False)
+    for _ in range(5):
+        for net, opt in ((model, optimizer), (reference, loop)):
+            opt.zero_grad()
+            (net.proj(torch.ones(2, 3)).square().sum() + net.norm.weight.sum() + net.pos_embed.sum()
+             + net.table.weight.sum() + net.log_var.sum()).backward()
+            opt.step()
+    for (name, fused), looped in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(fused, looped, rtol=1e-6, atol=1e-7, msg=name)
+    sgd = build_optimizer(model, toy_config(tmp_path, training={"optimizer": "sgd"}).training, 1e-3)
+    assert sgd.defaults["foreach"] is True
+
+
+def split_groups(model: nn.Module) -> list[dict]:
+    decay, no_decay = split_decay_groups(model)
+    return [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def test_fused_adamw_needs_floating_parameters_on_one_supported_device():
+    assert fused_supported([nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))])
+    assert not fused_supported([nn.Parameter(torch.zeros(2, device="meta"))])
+    assert not fused_supported([])
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])

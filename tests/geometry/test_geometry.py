@@ -269,53 +269,6 @@ def test_hex_round_trip_restores_face_and_leaves_others(face):
     assert torch.equal(geo.mask_to_hex(x[..., 1] > 0.5, face), hexes[..., 1] > 0.5)
 
 
-@pytest.mark.parametrize("extensive", [(0,), (0, 2), ()])
-def test_outer_fine_round_trip_and_npho_conservation(extensive):
-    x, before = random_flat(dtype=torch.float64), random_flat(dtype=torch.float64, seed=1)
-    fine, fine_mask = geo.flat_to_outer_fine(x, extensive_channels=extensive)
-    assert fine.shape == (2, 3, 72, 45) and fine_mask is None
-    outer = geo.face_index("outer")
-    for channel in extensive:  # extensive quantities are conserved over the face
-        torch.testing.assert_close(fine[:, channel].sum((1, 2)), x[:, outer, channel].sum(1))
-    out = geo.outer_fine_to_flat(fine, before.clone(), extensive_channels=extensive)
-    touched = np.isin(np.arange(geo.N_SENSORS), geo.face_ids("outer"))
-    torch.testing.assert_close(out[:, touched], x[:, touched])
-    assert torch.equal(out[:, ~touched], before[:, ~touched])
-
-
-def test_fine_mask_is_the_mask_of_the_shown_sensor():
-    mask = torch.zeros(2, geo.N_SENSORS, dtype=torch.bool)
-    mask[0, 4742] = True  # dense patch PMT: patch row 0, col 1 -> fine rows 30-31, cols 18-20
-    mask[1, 4092] = True  # first coarse PMT, outside the patch -> fine rows 0-2, cols 0-4
-    _, fine_mask = geo.flat_to_outer_fine(random_flat(), mask=mask)
-    expected = torch.zeros(2, 72, 45, dtype=torch.bool)
-    expected[0, 30:32, 18:21] = True
-    expected[1, 0:3, 0:5] = True
-    assert torch.equal(fine_mask, expected)
-    random_mask = random_flat(1)[..., 0] > 0.5
-    _, fine_mask = geo.flat_to_outer_fine(random_flat(), mask=random_mask)
-    assert torch.equal(fine_mask, random_mask[:, torch.as_tensor(geo.grid_ids("outer_fine").copy())])
-
-
-def test_pooling_means_extensive_and_masked_mean_ignores_invalid_sensors():
-    x = random_flat(2, dtype=torch.float64)
-    mask = random_flat(1, seed=2)[..., 0] > 0.3
-    mask[0, geo.grid_ids("outer_coarse")[0, 0]] = False  # one coarse cell with no valid sensor
-    x[..., 1] = torch.where(mask, x[..., 1], torch.full_like(x[..., 1], float("nan")))
-    fine, fine_mask = geo.flat_to_outer_fine(x, mask=mask)
-    pooled, pooled_mask = geo.flat_to_outer_fine(x, mask=mask, pool=(3, 5))
-    assert pooled.shape == (2, 2, 24, 9) and pooled_mask.shape == (2, 24, 9)
-    blocks = fine.reshape(2, 2, 24, 3, 9, 5).numpy()
-    valid = fine_mask.reshape(2, 24, 3, 9, 5).numpy()
-    np.testing.assert_allclose(pooled[:, 0].numpy(), blocks[:, 0].mean(axis=(2, 4)))
-    for b, row, col in itertools.product(range(2), range(24), range(9)):
-        cell_valid = valid[b, row, :, col, :]
-        assert pooled_mask[b, row, col] == cell_valid.any()
-        expected = blocks[b, 1, row, :, col, :][cell_valid].mean() if cell_valid.any() else 0.0
-        assert np.isclose(pooled[b, 1, row, col].item(), expected)
-    assert not pooled_mask[0, 0, 0]
-
-
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="unknown face 'side'"):
         geo.face_ids("side")
@@ -323,11 +276,8 @@ def test_bad_inputs_raise_clear_errors():
         geo.hex_ids("inner")
     with pytest.raises(ValueError, match="unknown grid 'outer'"):
         geo.grid_ids("outer")
-    with pytest.raises(ValueError, match="flat_to_outer_fine"):
+    with pytest.raises(ValueError, match="not a one-sensor-per-cell grid"):
         geo.flat_to_grid(random_flat(), "outer_fine")
     with pytest.raises(ValueError, match=r"\(B, 4760, C\)"):
         geo.flat_to_grid(torch.zeros(2, 100, 2), "inner")
-    with pytest.raises(ValueError, match="pool"):
-        geo.flat_to_outer_fine(random_flat(), pool=(5, 5))
-    with pytest.raises(ValueError, match="extensive_channels"):
-        geo.flat_to_outer_fine(random_flat(2), extensive_channels=(2,))
+
