@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= artifacts/demo_data
 
-.PHONY: setup demo test
+.PHONY: setup demo test bench-gpu
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,3 +31,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# GPU benchmark suite (docs/benchmarks.md): full-size MAE and regressor steps, bf16, eager and compiled, at the
+# largest batch that fits; appends dated rows to docs/benchmarks.md. Meant to take under 5 minutes on one GPU.
+BENCH_DATA ?= artifacts/bench_data/train
+
+bench-gpu: setup
+	test -d $(BENCH_DATA) || $(PY) -m lib.sim --config config/sim/demo.yaml --out $(BENCH_DATA) --events 16384 --shards 8 --seed 3
+	$(PY) -m lib.bench_train --device cuda --suite --data $(BENCH_DATA)

@@ -1,7 +1,8 @@
 """MAE decoders: face token -> per-sensor prediction, gathered into the flat (B, 4760, C) layout.
 
 Rectangular faces use a conv-transpose `FaceDecoder` (token -> small seed grid -> x2
-upsamplings -> crop to the face grid, channels_last throughout); top/bottom use a HexNeXt
+upsamplings, the last one straight to the output channels -> crop to the face grid,
+channels_last throughout); top/bottom use a HexNeXt
 `GraphFaceDecoder`. Every face predicts at sensor resolution, one cell per sensor; the outer
 face as its coarse 24x9 grid and its 6x5 dense patch.
 
@@ -53,7 +54,10 @@ def sensor_sources(token_names: tuple[str, ...]) -> np.ndarray:
 class FaceDecoder(nn.Module):
     """Token (B, D) -> (B, out_channels, H, W) for a rectangular face of shape `out_shape`.
 
-    Activations are held in `memory_format` (channels_last; contiguous_format gives the NCHW path).
+    seed grid (1 / 2**upsample_steps of the face) -> (upsample_steps - 1) x [x2 conv-transpose, LayerNorm,
+    GELU] -> a x2 conv-transpose head to the output channels -> crop. Only the head runs at sensor
+    resolution, so no norm or activation touches the largest tensors. Activations are held in
+    `memory_format` (channels_last; contiguous_format gives the NCHW path).
     """
 
     memory_format = torch.channels_last
@@ -72,9 +76,9 @@ class FaceDecoder(nn.Module):
                 LayerNorm2d(decoder_dim),
                 nn.GELU(),
             )
-            for _ in range(upsample_steps)
+            for _ in range(upsample_steps - 1)
         ))
-        self.head = nn.Conv2d(decoder_dim, out_channels, kernel_size=3, padding=1)
+        self.head = nn.ConvTranspose2d(decoder_dim, out_channels, kernel_size=2, stride=2)
         init_weights(self)
 
     def forward(self, token: torch.Tensor) -> torch.Tensor:

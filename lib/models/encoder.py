@@ -98,7 +98,7 @@ class LightPool(nn.Module):
         peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
         exp_scores = torch.exp(scores - peak)
         total = exp_scores.sum(dim=1, keepdim=True).clamp_min(1e-30)
-        pooled = torch.einsum("bph,bpc->bhc", exp_scores / total, inputs)
+        pooled = torch.bmm(exp_scores.transpose(1, 2), inputs) / total.transpose(1, 2)  # divide the small result
         log_mean_exp = torch.log(total) + peak - torch.log(n_visible)
         return torch.cat([pooled.flatten(1), log_mean_exp.flatten(1)], dim=1)
 

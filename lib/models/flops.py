@@ -1,7 +1,8 @@
 """FLOP counts of a training step, in total and per model part, with torch's FlopCounterMode.
 
 Counted are the matrix products, convolutions and attention (2 FLOP per multiply-add), as
-FlopCounterMode does; norms, activations and element-wise ops are not. Two corrections to torch
+FlopCounterMode does; norms, activations and element-wise ops are not (nor the hex graph conv's
+7-tap weighted sum, written element-wise: under 1 % of a HexNeXt block). Two corrections to torch
 2.13's formulas: it counts the weight gradient of a grouped convolution as if the convolution
 were dense, so `conv_backward_flops` divides that term by the group count (a depthwise conv's
 backward is overcounted by its channel count otherwise); and it has no formula for the CPU
