@@ -59,7 +59,8 @@ def test_signal_checkpoints_after_the_current_step_and_resume_is_exact(tmp_path,
     assert (last["epoch"], last["batch_in_epoch"], last["global_step"]) == (0, 3, 3)
 
     resumed = _fit(tmp_path, "preempted")
-    assert resumed.global_step == straight.global_step == 16
+    assert resumed.state.global_step == straight.state.global_step == 16
     for (name, expected), actual in zip(straight.raw_model.state_dict().items(),
                                         resumed.raw_model.state_dict().values()):
         assert torch.equal(expected, actual), name
+
