@@ -1,4 +1,4 @@
-"""What every training entry point does: parse -> resolve -> validate -> build -> train -> finish.
+"""What every training entry point does: parse -> resolve -> validate -> build -> train -> finish -> DONE.
 
 `lib.train_mae` and `lib.train_regressor` differ only in their config root and in the
 `build` / `finish` callbacks they pass to `run_training`. Expected failures (bad config,
@@ -8,7 +8,6 @@ a preemption signal ends it with PREEMPTED_EXIT_CODE after last.pt is written.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from lib.config import ConfigError, parse_args
@@ -21,8 +20,8 @@ from lib.engine.preemption import Preempted
 from lib.engine.rng import seed_everything
 from lib.engine.rundir import RunDirError, detach_log_file, prepare_run_dir, run_dir_path
 from lib.engine.trainer import NonFiniteLossError, Trainer
+from lib.io.done_marker import write_done_marker
 from lib.io.exit_codes import PREEMPTED_EXIT_CODE, USAGE_ERROR_EXIT_CODE
-from lib.io.run_files import DONE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ def _same_run_name(cfg: Any) -> Any:
 
 
 def run_training(cfg: Any, build: BuildFn, finish: FinishFn) -> dict[str, Any]:
-    """Train `cfg`: validate resume point and data, create the run directory, fit, then `finish` (rank 0).
+    """Train `cfg`: validate resume point and data, create the run directory, fit, `finish`, then write DONE.
 
     build(cfg, dist, train_loader) -> (model, task); finish(cfg, dist, result, task, val_loader).
     """
@@ -61,7 +60,7 @@ def run_training(cfg: Any, build: BuildFn, finish: FinishFn) -> dict[str, Any]:
         result = Trainer(cfg, model, task, train_loader, val_loader, run_dir, dist, checkpoints).fit()
         finish(cfg, dist, result, task, val_loader)
         if dist.is_main:
-            (Path(run_dir) / DONE_NAME).write_text("finished\n", encoding="utf-8")
+            write_done_marker(run_dir)
         wait_for_all_ranks()
         return result
     finally:
