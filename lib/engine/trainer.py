@@ -222,6 +222,7 @@ class Trainer:
             self.state.batch_in_epoch = index + 1
             self.progress.optimizer_step(output.loss.detach(), grad_norm, self.optimizer.param_groups[0]["lr"])
             self._checkpoint_after_step(more_batches=index + 1 < n_batches)
+        self.checkpoints.restore_rank(RNG, TRAIN_METRICS)  # saved after the epoch's last step: nothing left to train
         self.progress.end_epoch()
         return {f"train/{k}": v for k, v in self.train_metrics.reduce().items()}
 
