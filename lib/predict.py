@@ -20,8 +20,8 @@ import torch
 from lib.config import RegressorConfig, load_resolved
 from lib.data.files import DataError, expand_inputs
 from lib.data.loader import EventLoader
-from lib.engine import CheckpointError
-from lib.evaluation.inference import checkpoint_weights, collect_predictions
+from lib.engine import CheckpointError, evaluation_weights
+from lib.evaluation.inference import collect_predictions
 from lib.evaluation.prediction_files import write_regression_predictions
 from lib.normalization import describe
 from lib.recipes.finetune import build_regressor
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def predict(checkpoint: Path, inputs: Sequence[str], out: Path, batch_size: int, device: str) -> dict[str, float]:
     """Write predictions of the regressor in `checkpoint` for `inputs` to `out`; returns metrics where truth exists."""
-    config, weights = checkpoint_weights(checkpoint)
+    config, weights = evaluation_weights(checkpoint)
     if config.get("tasks") is None:
         raise CheckpointError(f"{checkpoint} is not a regressor checkpoint (no tasks in its config); "
                               "lib.predict runs checkpoints of lib.train_regressor")

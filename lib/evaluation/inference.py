@@ -9,20 +9,12 @@ import torch
 from torch import nn
 
 from lib.evaluation.classical import ClassicalBaseline
-from lib.engine import load_checkpoint
 from lib.normalization import denormalize
 from lib.tasks import gather_arrays, resolution_metrics
 
 log = logging.getLogger(__name__)
 
 BASELINE_TRUTH = ("energyTruth", "uvwTruth", "timeTruth")
-
-
-def checkpoint_weights(path: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(resolved config, weights to evaluate: EMA when the run kept one) of an xecmae checkpoint."""
-    checkpoint = load_checkpoint(path)
-    weights = checkpoint["ema"]["module"] if checkpoint.get("ema") else checkpoint["model"]
-    return checkpoint["config"], weights
 
 
 def raw_inputs(batch: Mapping[str, torch.Tensor], norm: Any) -> tuple[np.ndarray, ...]:

@@ -12,11 +12,11 @@ from torch import Tensor, nn
 from lib.config import RegressorConfig, to_dict
 from lib.data.build import build_loader, read_branches
 from lib.data.files import DataError
-from lib.engine import StepOutput
+from lib.engine import StepOutput, evaluation_weights
 from lib.engine.distributed import DistInfo
 from lib.engine.tracking import start_tracking
 from lib.io.atomic import atomic_write_text
-from lib.evaluation.inference import PredictionCollector, checkpoint_weights, collect_predictions, fit_baseline
+from lib.evaluation.inference import PredictionCollector, collect_predictions, fit_baseline
 from lib.models.regressor import Regressor
 from lib.normalization import describe
 from lib.tasks import by_output, resolution_metrics
@@ -108,7 +108,7 @@ def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, r
     from lib.plots.history import load_history
     from lib.evaluation.prediction_files import write_regression_predictions
 
-    _, weights = checkpoint_weights(checkpoint)
+    _, weights = evaluation_weights(checkpoint)
     model = build_regressor(cfg).to(device)
     model.load_state_dict(weights)
     val_loader = build_loader(cfg, "val", 0, 1)

@@ -3,8 +3,8 @@
 `python -m tests.slurm.standin_trainer --config RUN_DIR/config.yaml` follows the trainer's
 contract: run directory from checkpoint.save_dir / run_name, training.epochs steps of
 STANDIN_STEP_S seconds, checkpoints/last.pt (JSON, written atomically) after every step and
-resumed from, SIGUSR1 / SIGTERM -> write last.pt and exit 75, DONE-free success exit 0 with
-training_history.json (and encoder_best.pt for an MAE config). Every start appends the step
+resumed from, SIGUSR1 / SIGTERM -> write last.pt and exit 75, success: training_history.json
+(and encoder_best.pt for an MAE config), then the DONE marker, and exit 0. Every start appends the step
 it starts from to starts.txt; STANDIN_FAIL=1 makes it exit 3.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from lib.io.atomic import atomic_write_text
+from lib.io.done_marker import write_done_marker
 from lib.io.exit_codes import PREEMPTED_EXIT_CODE
 
 
@@ -57,6 +58,7 @@ def main() -> int:
     if "tasks" not in cfg:
         _write(run_dir / "encoder_best.pt", "encoder")
     (run_dir / "train.log").write_text(f"standin trained {step} steps\n", encoding="utf-8")
+    write_done_marker(run_dir)
     return 0
 
 
