@@ -10,10 +10,10 @@ simplification are documented in lib.sim.physics.
 
 Output per event (keys of `simulate_events`, branches of the ROOT tree `tree`):
   npho[4760]           photo-electrons (float32)
-  relative_time[4760]  seconds, sensor time minus the earliest time among live
-                       sensors with npho > time_reference_min_npho (so that
-                       minimum is exactly 0; if no sensor passes, the earliest
-                       live sensor is the reference)
+  relative_time[4760]  seconds, sensor time minus the earliest time among the
+                       valid (neither dead nor NaN) entries with npho >
+                       time_reference_min_npho (so that minimum is exactly 0;
+                       if none passes, the earliest valid entry is the reference)
   energyTruth          GeV
   timeTruth            seconds, time of the first interaction on the same clock
                        as relative_time (negative: before the reference hit)

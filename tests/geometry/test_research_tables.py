@@ -7,45 +7,14 @@ Fixtures (tests/geometry/data, numbers copied from github.com/weiyuanli-icepp/xe
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from lib import geometry as geo
+from tests.geometry.tables import research_as_built, research_positions
 
-DATA = Path(__file__).parent / "data"
 TOLERANCE_CM = 0.01
 PATCH_COARSE_IDS = [4185, 4186, 4187, 4194, 4195, 4196, 4203, 4204, 4205, 4212, 4213, 4214]
-
-
-def research_positions() -> np.ndarray:
-    """(4760, 3) positions of the research table, expanded from the fixture's compact inner-face lines."""
-    positions = np.full((geo.N_SENSORS, 3), np.nan)
-    inner_rows, inner_cols = {}, {}
-    for line in (DATA / "research_sensor_positions.txt").read_text().splitlines():
-        if line.startswith("#"):
-            continue
-        kind, *values = line.split()
-        if kind == "inner_row":
-            inner_rows[int(values[0])] = [float(v) for v in values[1:]]
-        elif kind == "inner_col":
-            inner_cols[int(values[0])] = float(values[1])
-        else:
-            assert np.isnan(positions[int(kind)]).all(), f"sensor {kind} listed twice"
-            positions[int(kind)] = [float(v) for v in values]
-    assert sorted(inner_rows) == list(range(93)) and sorted(inner_cols) == list(range(44))
-    for row, (x, y) in inner_rows.items():
-        for col, z in inner_cols.items():
-            positions[44 * row + col] = x, y, z
-    assert not np.isnan(positions).any(), "the fixture must give every sensor"
-    return positions
-
-
-def research_as_built() -> dict[str, np.ndarray]:
-    table = np.loadtxt(DATA / "research_sensor_directions_excerpt.txt")
-    return {"ids": table[:, 0].astype(int), "directions": table[:, 1:4], "positions": table[:, 4:7],
-            "faces": table[:, 7].astype(int)}
 
 
 @pytest.fixture(scope="module")

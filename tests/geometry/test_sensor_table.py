@@ -11,27 +11,7 @@ from pydantic import ValidationError
 from lib import geometry as geo
 from lib.config import ConfigError, GeometryConfig, MAEConfig, RegressorConfig
 from lib.geometry.sensor_table import MAX_SHIFT_CM
-from tests.geometry.test_research_tables import research_as_built
-
-
-def write_table(path: Path, positions: np.ndarray, normals: np.ndarray | None = None, order=None) -> Path:
-    """A table in the documented format, one '# comment' line and the sensors in `order` (default: by id)."""
-    ids = np.arange(geo.N_SENSORS) if order is None else np.asarray(order)
-    columns = [positions] if normals is None else [positions, normals]
-    values = np.concatenate(columns, axis=1)[ids]
-    lines = ["# as-built test table: id x y z [nx ny nz] (cm)"]
-    lines += [" ".join([str(sensor)] + [repr(float(v)) for v in row]) for sensor, row in zip(ids, values)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def as_built_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nominal positions and normals with the 246 as-built sensors of the MEG run header in place."""
-    as_built = research_as_built()
-    positions, normals = geo.POSITIONS.copy(), geo.NORMALS.copy()
-    positions[as_built["ids"]] = as_built["positions"]
-    normals[as_built["ids"]] = as_built["directions"]
-    return positions, normals, as_built["ids"]
+from tests.geometry.tables import as_built_table, write_table
 
 
 def test_no_table_is_the_nominal_layout():

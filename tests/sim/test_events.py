@@ -19,6 +19,7 @@ from lib.sim.events import (
     simulate_events,
     write_shards,
 )
+from tests.geometry.tables import as_built_table, write_table
 
 N_EVENTS = 400
 VECTOR_SIZES = {"npho": geometry.N_SENSORS, "relative_time": geometry.N_SENSORS, "uvwTruth": 3, "xyzTruth": 3,
@@ -238,8 +239,6 @@ def test_demo_config_validates():
 
 
 def test_sensor_table_moves_the_sensors_of_the_simulation(tmp_path):
-    from tests.geometry.test_sensor_table import as_built_table, write_table
-
     nominal_table = write_table(tmp_path / "nominal.txt", geometry.POSITIONS, geometry.NORMALS)
     positions, normals, changed = as_built_table()
     as_built = write_table(tmp_path / "as_built.txt", positions, normals)
