@@ -36,9 +36,12 @@ class SensorTableError(ConfigError):
     """A sensor table is unreadable or inconsistent with the detector; the message says where and what to change."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SensorGeometry:
-    """Positions (4760, 3) cm and unit inward normals (4760, 3) of every sensor, indexed by id (read-only)."""
+    """Positions (4760, 3) cm and unit inward normals (4760, 3) of every sensor, indexed by id (read-only).
+
+    Compare two geometries by `digest` (what a checkpoint records), not with ==.
+    """
 
     positions: np.ndarray
     normals: np.ndarray
