@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lib.config.geometry_schema import GeometryConfig
 from lib.config.model_schema import ModelConfig, RegressorModelConfig
 from lib.config.normalization_schema import NormalizationConfig
 from lib.config.task_schema import TasksConfig, parse_tasks
@@ -280,6 +281,7 @@ class RunConfig(Section):
 
     schema_version: int = SCHEMA_VERSION
     data: DataConfig = DataConfig()
+    geometry: GeometryConfig = GeometryConfig()
     normalization: NormalizationConfig = NormalizationConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
