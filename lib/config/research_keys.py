@@ -112,7 +112,7 @@ RESEARCH_KEYS: dict[str, Rule] = {
     "training.save_root_predictions": inpainter(),
     # checkpoint, tracking, cluster
     "checkpoint.save_dir": Rule("checkpoint.save_dir", conv.save_dir),
-    "checkpoint.resume_from": Rule("checkpoint.resume_from", conv.resume_from, about=conv.FOREIGN_CHECKPOINT),
+    "checkpoint.resume_from": Rule(None, conv.resume_from, about=conv.FOREIGN_CHECKPOINT),
     "checkpoint.save_predictions": Rule("training.num_val_predictions", conv.save_predictions),
     "checkpoint.root_save_interval": not_needed("predictions are written once, at the end of the run"),
     "checkpoint.save_artifacts": not_needed("plots and predictions are always written"),
