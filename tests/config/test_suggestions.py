@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lib.config import (
     LEGACY_KEYS,
@@ -173,9 +174,11 @@ def current_key(key: str) -> str:
 
 @pytest.mark.parametrize("old", sorted(LEGACY_KEYS))
 def test_every_legacy_key_migrates_with_a_warning(tmp_path, old):
-    section, name = old.split(".")
     value = 0.75 if not isinstance(flatten_config(to_dict(MAEConfig()))[current_key(old)], bool) else True
-    path = write(tmp_path, f"{section}:\n  {name}: {str(value).lower()}\n")
+    nested: object = value
+    for part in reversed(old.split(".")):
+        nested = {part: nested}
+    path = write(tmp_path, yaml.safe_dump(nested))
     with pytest.warns(DeprecationWarning, match=f"'{old}' is deprecated"):
         cfg = load_config(path)
     assert flatten_config(to_dict(cfg))[current_key(old)] == value
