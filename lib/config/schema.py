@@ -23,6 +23,8 @@ REFERENCE_BATCH_SIZE = 256  # the base lr is quoted for this effective batch siz
 
 # Legacy flat keys -> their current place (dotted keys). Applied with a deprecation warning.
 LEGACY_KEYS: dict[str, str] = {
+    "training.time_weight": "training.time.weight",  # the research code's own legacy keys
+    "model.time_mask_ratio_scale": "training.time.mask_ratio_scale",
     "training.time_mask_ratio_scale": "training.time.mask_ratio_scale",
     "training.npho_threshold": "training.time.npho_threshold",
     "training.use_npho_time_weight": "training.time.use_npho_weight",
