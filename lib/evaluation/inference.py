@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from lib.data.stream import RAW_INPUTS
 from lib.evaluation.classical import ClassicalBaseline
 from lib.engine import load_checkpoint
-from lib.normalization import denormalize
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +24,20 @@ def checkpoint_weights(path: Any) -> tuple[dict[str, Any], dict[str, torch.Tenso
     return checkpoint["config"], weights
 
 
-def raw_inputs(batch: Mapping[str, torch.Tensor], norm: Any) -> tuple[np.ndarray, ...]:
-    """Raw npho and time (N, 4760) float64 plus the validity masks of a normalized batch."""
-    npho, time = denormalize(batch["x"].double(), norm)
-    return npho.numpy(), time.numpy(), batch["npho_valid"].numpy(), batch["time_valid"].numpy()
+def raw_inputs(batch: Mapping[str, torch.Tensor]) -> tuple[np.ndarray, ...]:
+    """Raw npho and time (N, 4760) float64 as read from the files, plus the validity masks, of a
+    batch of a loader built with the RAW_INPUTS extra columns."""
+    missing = [name for name in RAW_INPUTS if name not in batch]
+    if missing:
+        raise ValueError(f"the classical baseline needs the batch columns {missing}: build its loader with "
+                         f"extras=lib.data.stream.RAW_INPUTS (lib.data.build.build_loader)")
+    npho, time = (batch[name].double().numpy() for name in RAW_INPUTS)
+    return npho, time, batch["npho_valid"].numpy(), batch["time_valid"].numpy()
 
 
-def fit_baseline(loader: Any, norm: Any, max_events: int, cfg: Any = None) -> ClassicalBaseline | None:
-    """Calibrate the classical baseline on up to `max_events` events of `loader` (None without truth)."""
+def fit_baseline(loader: Any, max_events: int, cfg: Any = None) -> ClassicalBaseline | None:
+    """Calibrate the classical baseline on up to `max_events` events of `loader` (with the RAW_INPUTS
+    columns; None without truth)."""
     parts: dict[str, list[np.ndarray]] = {}
     seen = 0
     loader.set_epoch(0)
@@ -41,7 +47,7 @@ def fit_baseline(loader: Any, norm: Any, max_events: int, cfg: Any = None) -> Cl
         truth = {k: batch[k].numpy() for k in BASELINE_TRUTH if k in batch}
         if not truth:
             return None
-        for key, value in zip(("npho", "time", "npho_valid", "time_valid"), raw_inputs(batch, norm)):
+        for key, value in zip(("npho", "time", "npho_valid", "time_valid"), raw_inputs(batch)):
             parts.setdefault(key, []).append(value)
         for key, value in truth.items():
             parts.setdefault(key, []).append(value)
@@ -53,9 +59,10 @@ def fit_baseline(loader: Any, norm: Any, max_events: int, cfg: Any = None) -> Cl
 
 
 @torch.no_grad()
-def collect_predictions(model: nn.Module, loader: Any, device: torch.device, norm: Any,
+def collect_predictions(model: nn.Module, loader: Any, device: torch.device,
                         baseline: ClassicalBaseline | None = None) -> dict[str, Any]:
-    """Predictions (physical units) of every selected task over `loader`.
+    """Predictions (physical units) of every selected task over `loader` (with the RAW_INPUTS
+    columns when a `baseline` is given).
 
     Returns {"run", "event", "truth": {task: (N, k)}, "pred": {task: (N, k)}, "sigma": {...},
     "baseline": {task: (N, k)}}; rows with non-finite truth keep NaN truth (filtered by `task_metrics`).
@@ -80,7 +87,7 @@ def collect_predictions(model: nn.Module, loader: Any, device: torch.device, nor
             if task.cfg.loss == "gaussian_nll":
                 add(f"sigma/{name}", task.predict_sigma(head).cpu().numpy())
         if baseline is not None:
-            for name, value in baseline.predict(*raw_inputs(batch, norm)).items():
+            for name, value in baseline.predict(*raw_inputs(batch)).items():
                 add(f"baseline/{name}", value)
     result: dict[str, Any] = {"truth": {}, "pred": {}, "sigma": {}, "baseline": {}}
     for key, values in parts.items():

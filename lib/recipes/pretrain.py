@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.config import MAEConfig
+from lib.data.stream import TIME_WEIGHT
 from lib.engine import StepOutput, load_checkpoint
 from lib.engine.distributed import DistInfo
 from lib.io.run_files import ENCODER_EXPORT_PATTERN
@@ -34,9 +35,8 @@ class MAEModel(nn.Module):
         self.loss = ReconstructionLoss(
             predict_channels=cfg.model.predict_channels, loss_fn=training.loss_fn, beta=training.loss_beta,
             npho_weight=training.npho_weight, time_weight=training.time.weight,
-            time_npho_threshold=training.time.npho_threshold, use_npho_weight=training.time.use_npho_weight,
-            auto_channel_weight=training.auto_channel_weight, track_mae_rmse=training.track_mae_rmse,
-            norm=cfg.normalization,
+            use_npho_weight=training.time.use_npho_weight, auto_channel_weight=training.auto_channel_weight,
+            track_mae_rmse=training.track_mae_rmse,
         )
         self.mask_ratio = training.mask_ratio
         self.time_mask_ratio_scale = training.time.mask_ratio_scale
@@ -45,7 +45,8 @@ class MAEModel(nn.Module):
         """Mask, reconstruct and score one batch: (loss, metrics, {"pred", "mask"})."""
         out = self.mae(batch["x"], batch["npho_valid"], batch["time_valid"], self.mask_ratio,
                        self.time_mask_ratio_scale)
-        loss, metrics = self.loss(out["pred"], batch["x"], out["mask"], batch["npho_valid"], batch["time_valid"])
+        loss, metrics = self.loss(out["pred"], batch["x"], out["mask"], batch["npho_valid"], batch["time_valid"],
+                                  batch.get(TIME_WEIGHT))
         return loss, metrics, out
 
 

@@ -57,6 +57,19 @@ def test_mae_run_fills_the_artifacts_tree(mae_run):
     assert {"predict_channels", "normalization", "checkpoint"} <= set(keys)
 
 
+def test_npho_weighted_time_loss_takes_the_loaders_time_weight(e2e_data):
+    from lib.config import load_config
+    from lib.data.build import build_loader
+
+    cfg = load_config(MAE_CONFIG, ["training.time.use_npho_weight=true", f"data.train_path={e2e_data.train}",
+                                   f"data.batch_size={BATCH}", "data.num_workers=0"])
+    batch = next(iter(build_loader(cfg, "train", 0, 1)))
+    loss, metrics, _ = MAEModel(cfg)(batch)
+    assert torch.isfinite(loss) and metrics["loss_time"] > 0
+    with pytest.raises(ValueError, match="use_npho_weight needs the batch's time_weight"):
+        MAEModel(cfg)({key: value for key, value in batch.items() if key != "time_weight"})
+
+
 def test_mae_run_is_one_mlflow_run_with_params_and_val_history(mae_run):
     (run,) = mlflow_runs(mae_run.save_dir)
     assert run.info.run_id == load_checkpoint(mae_run.run_dir / "checkpoints/last.pt")["mlflow_run_id"]
