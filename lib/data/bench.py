@@ -34,6 +34,7 @@ from lib.data.files import FileInfo, common_truth_branches, expand_inputs, inspe
 from lib.data.loader import EventLoader
 from lib.data.plan import file_chunks
 from lib.data.readers import ChunkReader
+from lib.io.atomic import atomic_write
 from lib.normalization import NormalizationConfig, normalize
 
 DEFAULTS = DataConfig()
@@ -106,9 +107,13 @@ def write_npz_copies(infos: Sequence[FileInfo], branches: Sequence[str], out_dir
         dtypes = {b: info.branches[b].dtype for b in branches}
         with ChunkReader([info], DEFAULTS.tree_name, dtypes) as reader:
             arrays = reader.read(0, 0, info.n_entries)
-        paths.append(out_dir / f"{info.path.stem}.npz")
-        np.savez(paths[-1], **arrays)
+        paths.append(atomic_write(out_dir / f"{info.path.stem}.npz", functools.partial(_savez, arrays=arrays)))
     return paths
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as file:  # a file object: np.savez appends no ".npz" to the name
+        np.savez(file, **arrays)
 
 
 def normalize_rate(batch_size: int, repeat: int) -> float:
