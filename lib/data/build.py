@@ -17,7 +17,8 @@ def run_extras(cfg: Any) -> tuple[str, ...]:
     return (TIME_WEIGHT,) if cfg.training.time.use_npho_weight else ()
 
 
-def build_loader(cfg: Any, split: str, rank: int, world_size: int, *, extras: Sequence[str] = ()) -> EventLoader | None:
+def build_loader(cfg: Any, split: str, rank: int, world_size: int, *,
+                 extras: Sequence[str] = ()) -> EventLoader | None:
     """EventLoader for `split` ("train" or "val") of `cfg` on this rank; None when val_path is unset.
 
     "train" is a training loader (shuffled, full batches), "val" an evaluation loader (every

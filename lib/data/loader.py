@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import DataLoader
 
+from lib.config.schema import DataConfig
 from lib.data.files import (
     DataError,
     FileInfo,
@@ -62,7 +63,6 @@ from lib.data.readers import BatchRecycler, ChunkReader, Columns, Pool, batch_dt
 from lib.data.stream import (
     EXTRA_COLUMNS, THREADS, Batch, StreamDataset, StreamSpec, epoch_rng, in_order, load_chunk, to_batch,
 )
-from lib.config.schema import DataConfig
 from lib.normalization import NormalizationConfig
 
 logger = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ this module reads the chunks a window needs and normalizes each one straight int
 events' rows of the window's batches (one pass, no second copy to gather them), together
 with the extra columns a use asks for (`EXTRA_COLUMNS`: the time-loss weight computed from
 raw npho, or the raw inputs themselves for evaluation), so that no later stage has to
-invert the normalization to recover a raw value. Each
-stream runs that in `THREADS` threads: uproot's decompression, numpy and the compiled
-normalization release the GIL, so a loader without worker processes uses two cores.
+invert the normalization to recover a raw value. Each stream runs that in `THREADS`
+threads: uproot's decompression, numpy and the compiled normalization release the GIL, so
+a loader without worker processes uses two cores.
 """
 from __future__ import annotations
 
@@ -110,7 +110,8 @@ def load_chunk(reader: ChunkReader, prepare: Callable[[Columns], Columns], chunk
 def scatter_chunk(
     reader: ChunkReader, spec: StreamSpec, scratch: BatchRecycler, chunk: Chunk, moves: Moves, outputs: list[Columns]
 ) -> None:
-    """Read `chunk` and put its events, normalized (with the spec's extra columns), at their places in `outputs`."""
+    """Read `chunk` and put its events, normalized and with the spec's extra columns, at their
+    places in `outputs`."""
     raw = reader.read(chunk.file, chunk.start, chunk.stop)
     npho, time = raw.pop(spec.npho_branch), raw.pop(spec.time_branch)
     raw.update({name: values for name, values in zip(RAW_INPUTS, (npho, time)) if name in spec.extras})

@@ -1,4 +1,4 @@
-"""Sensor normalization: npho / time transforms, their inverses and validity masks.
+"""Sensor normalization: npho / time transforms, their inverses, validity masks and time-loss weights.
 
 The parameters are the config section `normalization` (lib.config.NormalizationConfig). The functions work on
 numpy arrays and torch tensors of any leading shape (the output type follows the
@@ -252,6 +252,9 @@ def _kernel_parameters(npho: np.ndarray, time: np.ndarray, cfg: NormalizationCon
     )  # fmt: skip
 
 
+_NO_WEIGHT = np.empty((0, 0), np.float32)  # `fill_rows` without time-loss weights
+
+
 def normalize_rows(
     npho: np.ndarray,
     time: np.ndarray,
@@ -271,10 +274,8 @@ def normalize_rows(
     parameters = _kernel_parameters(npho, time, cfg)
     for src, dst, (x, npho_valid, time_valid, *weight) in targets:
         time_weight = weight[0] if weight else _NO_WEIGHT
-        fill_rows(npho, time, values, src, dst, *parameters, x.reshape(len(x), -1), npho_valid, time_valid, time_weight)
-
-
-_NO_WEIGHT = np.empty((0, 0), np.float32)  # `fill_rows` without time-loss weights
+        fill_rows(npho, time, values, src, dst, *parameters, x.reshape(len(x), -1), npho_valid, time_valid,
+                  time_weight)
 
 
 def time_loss_weight(npho: Any, time_valid: Any) -> Array:
