@@ -252,9 +252,6 @@ def _kernel_parameters(npho: np.ndarray, time: np.ndarray, cfg: NormalizationCon
     )  # fmt: skip
 
 
-_NO_WEIGHT = np.empty((0, 0), np.float32)  # `fill_rows` without time-loss weights
-
-
 def normalize_rows(
     npho: np.ndarray,
     time: np.ndarray,
@@ -267,15 +264,15 @@ def normalize_rows(
     `targets`, event src[k] goes to row dst[k] of those (C-contiguous) arrays; a float32
     time_weight gets `time_loss_weight` of the event. `scratch`: a float array of npho's
     shape for the npho transform (else one is allocated)."""
-    from lib.normalization.kernel import fill_rows
+    from lib.normalization.kernel import fill_rows, fill_time_weights
 
     with np.errstate(all="ignore"):  # invalid entries may give NaN / inf here; the sentinels replace them
         values = npho_forward(npho, cfg, out=scratch)
     parameters = _kernel_parameters(npho, time, cfg)
-    for src, dst, (x, npho_valid, time_valid, *weight) in targets:
-        time_weight = weight[0] if weight else _NO_WEIGHT
-        fill_rows(npho, time, values, src, dst, *parameters, x.reshape(len(x), -1), npho_valid, time_valid,
-                  time_weight)
+    for src, dst, (x, npho_valid, time_valid, *time_weight) in targets:
+        fill_rows(npho, time, values, src, dst, *parameters, x.reshape(len(x), -1), npho_valid, time_valid)
+        if time_weight:
+            fill_time_weights(npho, src, dst, time_valid, time_weight[0])
 
 
 def time_loss_weight(npho: Any, time_valid: Any) -> Array:
