@@ -52,6 +52,7 @@ def test_fit_baseline_fits_on_exactly_the_files_values(val_events):
                                      npho_valid, time_valid, truth)
     assert fitted.coefficients.keys() == direct.coefficients.keys() == {"energy", "depth", "time"}
     for key, value in direct.coefficients.items():
+        assert np.isfinite(value).all()
         np.testing.assert_array_equal(fitted.coefficients[key], value)
 
 
