@@ -19,7 +19,8 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from lib.config import ROOTS, load_config
-from lib.data.build import build_loader
+from lib.data.build import build_loader, run_extras
+from lib.data.stream import TIME_WEIGHT
 from lib.engine.optim import build_optimizer
 from lib.engine.trainer import AMP_DTYPES
 from lib.geometry import N_SENSORS
@@ -28,18 +29,23 @@ log = logging.getLogger(__name__)
 
 
 
-def synthetic_batches(batch_size: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless random batches shaped like the loader's (all sensors valid, plausible value ranges)."""
+def synthetic_batches(batch_size: int, device: torch.device,
+                      extras: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless random batches shaped like the loader's (all sensors valid, plausible value ranges),
+    with a time-loss weight when `extras` (the run's `run_extras`) has one."""
     generator = torch.Generator().manual_seed(0)
     while True:
         x = torch.rand(batch_size, N_SENSORS, 2, generator=generator)
         valid = torch.ones(batch_size, N_SENSORS, dtype=torch.bool)
+        weight = ({TIME_WEIGHT: 40 * torch.rand(batch_size, N_SENSORS, generator=generator)}
+                  if TIME_WEIGHT in extras else {})
         truth = {"energyTruth": 0.015 + 0.045 * torch.rand(batch_size, generator=generator),
                  "timeTruth": 1e-9 * torch.rand(batch_size, generator=generator),
                  "uvwTruth": 10 * torch.randn(batch_size, 3, generator=generator),
                  "emiAng": 90 + 10 * torch.randn(batch_size, 2, generator=generator),
                  "emiVec": torch.nn.functional.normalize(torch.randn(batch_size, 3, generator=generator), dim=1)}
-        yield {k: v.to(device) for k, v in {"x": x, "npho_valid": valid, "time_valid": valid, **truth}.items()}
+        batch = {"x": x, "npho_valid": valid, "time_valid": valid, **weight, **truth}
+        yield {k: v.to(device) for k, v in batch.items()}
 
 
 def _loader_batches(loader: Any, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
@@ -79,7 +85,7 @@ def run_benchmark(cfg: Any, kind: str, steps: int, warmup: int, synthetic: bool)
     step_model = torch.compile(model) if cfg.training.compile else model
     dtype = AMP_DTYPES.get(cfg.training.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.training.amp == "fp16")
-    batches = (synthetic_batches(cfg.data.batch_size, device) if synthetic
+    batches = (synthetic_batches(cfg.data.batch_size, device, run_extras(cfg)) if synthetic
                else _loader_batches(build_loader(cfg, "train", 0, 1), device))
     step_times, waits = [], []
     for step in range(warmup + steps):

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from lib.config.schema import LEGACY_KEYS, MAEConfig, RunConfig
+from lib.config.schema import LEGACY_KEYS, MERGED_KEYS, MAEConfig, RunConfig
 from lib.config.suggestions import (
     RESEARCH_MARKERS_NEEDED,
     is_mapping_of_sections,
@@ -142,24 +142,45 @@ def _has_dotted(data: dict[str, Any], key: str) -> bool:
     return leaf in data
 
 
+def _get_dotted(data: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        data = data[part]
+    return data
+
+
 def _warn_deprecated(message: str) -> None:
     log.warning(message)
     warnings.warn(message, DeprecationWarning, stacklevel=4)
 
 
 def migrate_legacy(data: dict[str, Any], sources: Sources) -> None:
-    """Move legacy keys found in `data` to their current place (the current key wins)."""
+    """Move legacy keys found in `data` to their current place. Given next to its current key, a
+    renamed key is ignored (the current key wins); a merged one (MERGED_KEYS) must agree with it."""
+    moved: dict[str, str] = {}  # current key -> the legacy key moved there
     for old, new in LEGACY_KEYS.items():
         found, value = _pop_dotted(data, old)
         if not found:
             continue
         where = sources.pop(old, "config")
-        if _has_dotted(data, new):
+        if new in moved:
+            _warn_deprecated(f"{where}: ignoring deprecated {old!r} because {moved[new]!r} is also given; "
+                             f"remove both and write {new!r}")
+        elif _has_dotted(data, new):
+            _check_merged_value(old, value, where, new, _get_dotted(data, new), sources.get(new, "config"))
             _warn_deprecated(f"{where}: ignoring deprecated {old!r} because {new!r} is also given; remove {old!r}")
-            continue
-        _warn_deprecated(f"{where}: {old!r} is deprecated; write it as {new!r}")
-        _set_dotted(data, new, value, where)
-        sources[new] = where
+        else:
+            _warn_deprecated(f"{where}: {old!r} is deprecated; write it as {new!r}")
+            _set_dotted(data, new, value, where)
+            sources[new], moved[new] = where, old
+
+
+def _check_merged_value(old: str, value: Any, where: str, new: str, current: Any, current_where: str) -> None:
+    """A merged legacy key given beside its current key with another value: refused."""
+    if old in MERGED_KEYS and value != current:
+        raise ConfigError(
+            f"{where}: {old} = {value!r} disagrees with {new} = {current!r} ({current_where}); they are one "
+            f"setting now: remove {old} and keep the value you mean in {new}"
+        )
 
 
 def _current_key(key: str, origin: str) -> str:

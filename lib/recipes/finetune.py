@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from lib.config import RegressorConfig, to_dict
 from lib.data.build import build_loader, read_branches
 from lib.data.files import DataError
+from lib.data.stream import RAW_INPUTS
 from lib.engine import StepOutput, evaluation_weights
 from lib.engine.distributed import DistInfo
 from lib.engine.tracking import start_tracking
@@ -111,13 +112,14 @@ def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, r
     _, weights = evaluation_weights(checkpoint)
     model = build_regressor(cfg).to(device)
     model.load_state_dict(weights)
-    val_loader = build_loader(cfg, "val", 0, 1)
+    raw = RAW_INPUTS if cfg.baseline.enabled else ()  # the baseline reads the raw inputs
+    val_loader = build_loader(cfg, "val", 0, 1, extras=raw)
     baseline = None
     if cfg.baseline.enabled:
-        train_loader = build_loader(cfg, "train", 0, 1)
-        baseline = fit_baseline(train_loader, cfg.normalization, cfg.baseline.fit_events, cfg.baseline)
+        train_loader = build_loader(cfg, "train", 0, 1, extras=raw)
+        baseline = fit_baseline(train_loader, cfg.baseline.fit_events, cfg.baseline)
     tasks = dict(model.tasks.items())
-    result = collect_predictions(model, val_loader, device, cfg.normalization, baseline)
+    result = collect_predictions(model, val_loader, device, baseline)
     metrics = {"regressor": resolution_metrics(tasks, result["truth"], result["pred"]),
                "baseline": resolution_metrics(tasks, result["truth"], result["baseline"])}
     atomic_write_text(run_dir / METRICS_NAME, json.dumps(metrics, indent=1))
