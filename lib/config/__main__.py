@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lib.config.cli import parse_args
-from lib.config.loader import ConfigError
+from lib.config.load import ConfigError
 from lib.config.research_migration import (
     RESEARCH_KINDS,
     check_migrated,

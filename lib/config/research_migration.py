@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lib.config.loader import ConfigError, Sources, read_yaml, validate_data
+from lib.config.load import ConfigError, Sources, read_yaml, validate_data
 from lib.config.research_keys import DEFAULT_ALIASES, RESEARCH_DEFAULTS, guess_kind, research_rule, research_section
 from lib.config.research_rules import DROPPED, INPAINTER, LOST, MAPPED, OldFile, Outcome, dropped, lost
 from lib.config.resolved import dump_data_yaml

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel
 
 from lib.io.atomic import atomic_write_text
-from lib.config.loader import migrate_legacy, read_yaml, validate_data
+from lib.config.load import migrate_legacy, read_yaml, validate_data
 from lib.config.schema import MAEConfig, RunConfig
 
 

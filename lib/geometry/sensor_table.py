@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.config.loader import ConfigError
+from lib.config.load import ConfigError
 from lib.geometry.sensors import FACE_NAMES, N_SENSORS, NORMALS, POSITIONS, SENSOR_FACE
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from lib.io.atomic import atomic_write_text
 from lib.evaluation.inference import PredictionCollector, collect_predictions, fit_baseline
 from lib.models.regressor import Regressor
 from lib.normalization import describe
-from lib.tasks import by_output, resolution_metrics
+from lib.tasks import TaskBalancer, build_tasks, by_output, resolution_metrics
 from lib.recipes.transfer import load_pretrained_encoder
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,9 @@ def _check_truth_branches(cfg: RegressorConfig, loader: Any, tasks: dict[str, An
 
 def build_regressor(cfg: RegressorConfig) -> Regressor:
     """The regressor a run config describes (its model, tasks and task-balance sections)."""
-    return Regressor(cfg.model, cfg.tasks, cfg.training.task_balance)
+    targets = build_tasks(cfg.tasks)
+    weights = {name: task_cfg.weight for name, task_cfg in cfg.tasks.items()}
+    return Regressor(cfg.model, targets, TaskBalancer(list(targets), cfg.training.task_balance, weights))
 
 
 def build(cfg: RegressorConfig, dist: DistInfo, train_loader: Any) -> tuple[Regressor, FinetuneTask]:

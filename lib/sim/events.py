@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from threadpoolctl import threadpool_limits
 
 from lib import geometry
-from lib.config.loader import ConfigError
+from lib.config.load import ConfigError
 from lib.io.atomic import atomic_write
 from lib.geometry.coordinates import unit_vectors_to_angles, uvw_from_xyz
 from lib.geometry.sensor_table import SensorGeometry, sensor_geometry

@@ -26,7 +26,7 @@ from lib.config import (
     validate_data,
     write_resolved,
 )
-from lib.config.loader import parse_yaml_value
+from lib.config.load import parse_yaml_value
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS = MAEConfig()

@@ -9,7 +9,7 @@ import pytest
 import uproot
 
 from lib import geometry
-from lib.config.loader import ConfigError
+from lib.config.load import ConfigError
 from lib.geometry import SensorTableError
 from lib.sim.__main__ import main
 from lib.sim.events import (
