@@ -20,6 +20,7 @@ from typing import Any
 from jobs.knobs import JobError, slurm_time_minutes
 from jobs.launch import LaunchSpec, TrainingJob
 from jobs.plans import RunPlan
+from jobs.time_limits import local_timeout_min
 from lib.config import write_resolved
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,10 @@ def slurm_parameters(plan: RunPlan, spec: LaunchSpec, depends_on: str | None = N
 
 
 def local_parameters(plan: RunPlan, spec: LaunchSpec) -> dict[str, Any]:
-    """LocalExecutor parameters: one task, the GPUs of a GPU job, the same time limit and signal delay."""
+    """LocalExecutor parameters: one task, the GPUs of a GPU job, the same time limit (TIME=0: none) and signal
+    delay."""
     return {
-        "timeout_min": slurm_time_minutes(plan.cfg.slurm.time),
+        "timeout_min": local_timeout_min(plan.cfg.slurm.time),
         "gpus_per_node": 0 if spec.cpu else spec.procs_per_node,
         "tasks_per_node": 1,
         "signal_delay_s": plan.cfg.slurm.signal_delay_s,

@@ -19,14 +19,13 @@ from typing import Any
 from jobs.knobs import JobError, JobOptions, Knobs
 from jobs.launch import ENTRY_MODULES, LaunchSpec
 from jobs.run_paths import RunPaths
+from jobs.time_limits import check_time_limit, checkpoint_grace_s
 from lib.config import ROOTS, RunConfig, load_config
 from lib.data.files import DataError, expand_inputs
 
 DEFAULT_CONFIGS = {"mae": "config/mae/mae_config.yaml", "reg": "config/reg/train_config.yaml"}
 """Config file used when neither the command line nor the environment names one."""
 RESUMED = "checkpoint.auto_resume=true"
-_GRACE_MARGIN_S = 15
-_MIN_GRACE_S = 10
 
 
 @dataclass(frozen=True)
@@ -105,6 +104,7 @@ def validate_plans(plans: Sequence[RunPlan], options: JobOptions) -> None:
                            f"{plan.layout.run_dir}; give them different run names")
         seen[run_dir] = plan.run_name
         _check_inputs(plan)
+        check_time_limit(plan.cfg.slurm.time, plan.cfg.slurm.signal_delay_s, f"run {plan.run_name!r}")
         _check_run_dir(plan, options.force)
 
 
@@ -184,7 +184,7 @@ def launch_spec(plan: RunPlan, options: JobOptions, entry: str | None = None) ->
         config=str(plan.layout.config.resolve()),
         workdir=os.getcwd(),
         procs_per_node=options.cpu_procs if cpu else slurm.num_gpus,
+        grace_s=checkpoint_grace_s(slurm.signal_delay_s),
         nodes=slurm.nodes,
         cpu=cpu,
-        grace_s=max(slurm.signal_delay_s - _GRACE_MARGIN_S, _MIN_GRACE_S),
     )
