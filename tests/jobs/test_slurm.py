@@ -85,16 +85,21 @@ def test_chain_end_to_end_with_the_real_trainers(slurm_workspace):
 @pytest.mark.parametrize("procs", [1, 2])
 def test_interrupted_pretraining_requeues_and_resumes_to_the_same_step(slurm_workspace, procs):
     """One process, and two under torchrun (whose agent must relay the request to its workers)."""
+    from lib.engine.checkpoint import load_checkpoint
+
     runs, run_dir = slurm_workspace["runs"], slurm_workspace["runs"] / "mae_demo"
-    epochs, steps = 2, 3  # 120 events, 60 per rank for 2 ranks, in batches of 8: 3 full batches per epoch and rank
+    epochs, steps = 2, 8  # 120 events in 3 files of 4 chunks, >= 40 per rank, in batches of 4: >= 10 per epoch
     sets = [*slurm_workspace["sets"], "--set", "data.max_events=null", "--set", f"training.epochs={epochs}",
-            "--set", "data.batch_size=8", "--set", f"data.steps_per_epoch={steps}",
+            "--set", "data.batch_size=4", "--set", f"data.steps_per_epoch={steps}",
             "--set", "checkpoint.save_every_steps=1"]
     assert main(["mae", "config/mae/mae_demo.yaml", *sets], {"EXECUTOR": "slurm", "CPU_PROCS": str(procs)}) == 0
     job_id = records(run_dir)[0]["job_id"]
     wait_for(running_until(job_id, run_dir, run_dir / "checkpoints" / "last.pt"), "the first last.pt", poll_s=0.05)
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
-    wait_for(lambda: queue_states([job_id]).get(job_id, ("",))[0] == "PENDING", "the requeue")
+    # Far less than the grace of 285 s: every worker got the request and stopped at its next step.
+    wait_for(lambda: queue_states([job_id]).get(job_id, ("",))[0] == "PENDING", "the requeue", timeout_s=120)
+    stopped_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")["global_step"]
+    assert 0 < stopped_at < epochs * steps  # stopped on the request, not at the end of training
     # The requeued job starts once its old credential expired (AuthInfo cred_expire in tests/slurm/cluster.sh);
     # forcing StartTime=now races that expiry and slurmd refuses to launch it ("Job credential revoked").
     assert wait_slurm([job_id], timeout_s=WAIT_S)[job_id] == "COMPLETED"
@@ -105,8 +110,6 @@ def test_interrupted_pretraining_requeues_and_resumes_to_the_same_step(slurm_wor
     assert "resumed from" in train_log and (run_dir / "DONE").exists()
     job_log = (run_dir / "logs" / f"{job_id}_0_log.err").read_text()
     assert "asking the trainer" in job_log and "grace after a checkpoint request 285 s" in job_log  # 300 s - 15 s
-    from lib.engine.checkpoint import load_checkpoint
-
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert state["global_step"] == epochs * steps
     from mlflow.tracking import MlflowClient
