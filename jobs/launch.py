@@ -15,12 +15,11 @@ exited 0 is never requeued, however late the signal comes.
 On submitit's timeout / preemption signal, `checkpoint()` sends SIGUSR1 to the trainer's process
 group (the trainer writes checkpoints/last.pt and exits with status 75), waits for it and returns
 a fresh copy of this job, which submitit requeues; the requeued job resumes from last.pt
-(checkpoint.auto_resume is true in the resolved config). After the trainer exits 0 the
-job writes `<run dir>/DONE`.
+(checkpoint.auto_resume is true in the resolved config). The trainer itself writes `<run dir>/DONE`
+when it finishes.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import signal
@@ -34,7 +33,6 @@ from typing import Any
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from jobs.run_paths import DONE_NAME
 from lib.io.exit_codes import PREEMPTED_EXIT_CODE
 
 log = logging.getLogger(__name__)
@@ -147,9 +145,6 @@ class TrainingJob(Checkpointable):
                                f"with FORCE=1 to continue {self.spec.run_dir}")
         if code != 0:
             raise RuntimeError(f"the trainer exited with status {code}; see {job_env.paths.stderr}")
-        if job_env.global_rank == 0:
-            stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-            (self.spec.run_dir / DONE_NAME).write_text(f"job {job_env.job_id} finished {stamp}\n", encoding="utf-8")
         return {"run_dir": str(self.spec.run_dir), "job_id": job_env.job_id}
 
     def _wait_for_trainer(self) -> int:

@@ -56,11 +56,11 @@ def _build_model(cfg: Any, kind: str) -> torch.nn.Module:
         from lib.recipes.pretrain import MAEModel
 
         return MAEModel(cfg)
-    from lib.models.regressor import Regressor
+    from lib.recipes.finetune import build_regressor
 
-    model = Regressor(cfg)
+    model = build_regressor(cfg)
     for task in model.tasks.values():  # standardization from the synthetic ranges is good enough to time
-        task.fit_standardization(torch.randn(64, task.n_outputs, dtype=torch.float64) + 1.0)
+        task.fit(torch.randn(64, task.n_outputs, dtype=torch.float64) + 1.0)
     return model
 
 

@@ -20,23 +20,24 @@ import torch
 from lib.config import RegressorConfig, load_resolved
 from lib.data.files import DataError, expand_inputs
 from lib.data.loader import EventLoader
-from lib.engine import CheckpointError
-from lib.evaluation.inference import by_output, checkpoint_weights, collect_predictions, task_metrics
-from lib.models.regressor import Regressor
-from lib.normalization import describe
+from lib.engine import CheckpointError, evaluation_weights
+from lib.evaluation.inference import collect_predictions
 from lib.evaluation.prediction_files import write_regression_predictions
+from lib.normalization import describe
+from lib.recipes.finetune import build_regressor
+from lib.tasks import by_output, resolution_metrics
 
 log = logging.getLogger(__name__)
 
 
 def predict(checkpoint: Path, inputs: Sequence[str], out: Path, batch_size: int, device: str) -> dict[str, float]:
     """Write predictions of the regressor in `checkpoint` for `inputs` to `out`; returns metrics where truth exists."""
-    config, weights = checkpoint_weights(checkpoint)
+    config, weights = evaluation_weights(checkpoint)
     if config.get("tasks") is None:
         raise CheckpointError(f"{checkpoint} is not a regressor checkpoint (no tasks in its config); "
                               "lib.predict runs checkpoints of lib.train_regressor")
     cfg = load_resolved(config, RegressorConfig)
-    model = Regressor(cfg).to(device)
+    model = build_regressor(cfg).to(device)
     model.load_state_dict(weights)
     data = cfg.data
     loader = EventLoader(expand_inputs(list(inputs), config_key="--input"), batch_size=batch_size,
@@ -50,7 +51,7 @@ def predict(checkpoint: Path, inputs: Sequence[str], out: Path, batch_size: int,
         metadata={"tasks": list(tasks), "normalization": describe(cfg.normalization),
                   "checkpoint": str(checkpoint), "split": ",".join(map(str, inputs))},
     )
-    metrics = task_metrics(tasks, result["truth"], result["pred"])
+    metrics = resolution_metrics(tasks, result["truth"], result["pred"])
     log.info("wrote predictions of %d events to %s", len(result["run"]), out)
     for key, value in metrics.items():
         log.info("%-16s %.5g", key, value)

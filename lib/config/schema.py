@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lib.config.geometry_schema import GeometryConfig
 from lib.config.model_schema import ModelConfig, RegressorModelConfig
 from lib.config.normalization_schema import NormalizationConfig
 from lib.config.task_schema import TasksConfig, parse_tasks
@@ -22,6 +23,8 @@ REFERENCE_BATCH_SIZE = 256  # the base lr is quoted for this effective batch siz
 
 # Legacy flat keys -> their current place (dotted keys). Applied with a deprecation warning.
 LEGACY_KEYS: dict[str, str] = {
+    "training.time_weight": "training.time.weight",  # the research code's own legacy keys
+    "model.time_mask_ratio_scale": "training.time.mask_ratio_scale",
     "training.time_mask_ratio_scale": "training.time.mask_ratio_scale",
     "training.npho_threshold": "training.time.npho_threshold",
     "training.use_npho_time_weight": "training.time.use_npho_weight",
@@ -280,6 +283,7 @@ class RunConfig(Section):
 
     schema_version: int = SCHEMA_VERSION
     data: DataConfig = DataConfig()
+    geometry: GeometryConfig = GeometryConfig()
     normalization: NormalizationConfig = NormalizationConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()

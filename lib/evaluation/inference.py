@@ -9,19 +9,12 @@ import torch
 from torch import nn
 
 from lib.evaluation.classical import ClassicalBaseline
-from lib.engine import load_checkpoint
 from lib.normalization import denormalize
+from lib.tasks import gather_arrays, resolution_metrics
 
 log = logging.getLogger(__name__)
 
 BASELINE_TRUTH = ("energyTruth", "uvwTruth", "timeTruth")
-
-
-def checkpoint_weights(path: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(resolved config, weights to evaluate: EMA when the run kept one) of an xecmae checkpoint."""
-    checkpoint = load_checkpoint(path)
-    weights = checkpoint["ema"]["module"] if checkpoint.get("ema") else checkpoint["model"]
-    return checkpoint["config"], weights
 
 
 def raw_inputs(batch: Mapping[str, torch.Tensor], norm: Any) -> tuple[np.ndarray, ...]:
@@ -52,60 +45,78 @@ def fit_baseline(loader: Any, norm: Any, max_events: int, cfg: Any = None) -> Cl
     return ClassicalBaseline(cfg).fit(arrays["npho"], arrays["time"], arrays["npho_valid"], arrays["time_valid"], truth)
 
 
+class PredictionCollector:
+    """Per-event predictions of every task of a regressor, gathered batch by batch.
+
+    `add` keeps, for each batch, run / event, truth (NaN rows where the batch lacks a task's
+    truth branches), predictions and predicted sigma in physical units, and the classical
+    baseline's estimates when one is given. `result` concatenates them (optionally across
+    DDP ranks) and `metrics` computes the resolutions with `lib.tasks.resolution_metrics`,
+    which keeps only events with finite truth and prediction: the one path behind both the
+    per-epoch validation metrics and the final evaluation.
+    """
+
+    def __init__(self, tasks: Mapping[str, Any], baseline: ClassicalBaseline | None = None, norm: Any = None):
+        self.tasks, self.baseline, self.norm = tasks, baseline, norm
+        self._parts: dict[str, list[np.ndarray]] = {}
+
+    def _add(self, key: str, value: Any) -> None:
+        self._parts.setdefault(key, []).append(np.asarray(value))
+
+    @torch.no_grad()
+    def add(self, head_outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> None:
+        """Record one batch: the model's raw head outputs and the batch (on any device)."""
+        for key in ("run", "event"):
+            if key in batch:
+                self._add(key, batch[key].cpu().numpy())
+        for name, task in self.tasks.items():
+            head = head_outputs[name].float()
+            has_truth = all(key in batch for key in task.truth_keys)
+            truth = task.target(batch).double().cpu().numpy() if has_truth else np.full((len(head), task.n_outputs),
+                                                                                         np.nan)
+            self._add(f"truth/{name}", truth)
+            self._add(f"pred/{name}", task.predict(head).cpu().numpy())
+            if task.cfg.loss == "gaussian_nll":
+                self._add(f"sigma/{name}", task.predict_sigma(head).cpu().numpy())
+        if self.baseline is not None:
+            cpu_batch = {k: v.cpu() for k, v in batch.items()}
+            for name, value in self.baseline.predict(*raw_inputs(cpu_batch, self.norm)).items():
+                self._add(f"baseline/{name}", value)
+
+    def result(self, across_ranks: bool = False) -> dict[str, Any]:
+        """{"run", "event", "truth": {task: (N, k)}, "pred": {...}, "sigma": {...}, "baseline": {...}};
+        with `across_ranks` every rank gets the rows of all ranks in rank order (a collective: the
+        keys every rank gathers do not depend on what it saw)."""
+        empty: dict[str, tuple[int, ...]] = {"run": (0,), "event": (0,)}
+        for name, task in self.tasks.items():
+            groups = ("truth", "pred", "sigma") if task.cfg.loss == "gaussian_nll" else ("truth", "pred")
+            empty.update({f"{group}/{name}": (0, task.n_outputs) for group in groups})
+        result: dict[str, Any] = {"truth": {}, "pred": {}, "sigma": {}, "baseline": {}}
+        for key in dict.fromkeys([*empty, *self._parts]):
+            parts = self._parts.get(key)
+            local = np.concatenate(parts) if parts else np.zeros(empty[key])
+            group, _, name = key.partition("/")
+            value = gather_arrays(local) if across_ranks else local
+            if name:
+                result[group][name] = value
+            else:
+                result[group] = value
+        self._parts = {}
+        return result
+
+    def metrics(self, result: Mapping[str, Any], source: str = "pred") -> dict[str, float]:
+        """Resolution metrics of `result[source]` ("pred" or "baseline") against its truth."""
+        return resolution_metrics(self.tasks, result["truth"], result[source])
+
+
 @torch.no_grad()
 def collect_predictions(model: nn.Module, loader: Any, device: torch.device, norm: Any,
                         baseline: ClassicalBaseline | None = None) -> dict[str, Any]:
-    """Predictions (physical units) of every selected task over `loader`.
-
-    Returns {"run", "event", "truth": {task: (N, k)}, "pred": {task: (N, k)}, "sigma": {...},
-    "baseline": {task: (N, k)}}; rows with non-finite truth keep NaN truth (filtered by `task_metrics`).
-    """
+    """Predictions (physical units) of every task of `model` over `loader` on this process
+    (see PredictionCollector.result for the layout)."""
     model.eval()
-    parts: dict[str, list[np.ndarray]] = {}
-
-    def add(key: str, value: Any) -> None:
-        parts.setdefault(key, []).append(np.asarray(value))
-
+    collector = PredictionCollector(model.tasks, baseline, norm)
     loader.set_epoch(0)
     for batch in loader:
-        outputs = model.head_outputs(batch["x"].to(device))
-        add("run", batch["run"].numpy())
-        add("event", batch["event"].numpy())
-        for name, task in model.tasks.items():
-            head = outputs[name].float()
-            has_truth = all(key in batch for key in task.truth_keys)
-            truth = task.target(batch).double().numpy() if has_truth else np.full((len(head), task.n_outputs), np.nan)
-            add(f"truth/{name}", truth)
-            add(f"pred/{name}", task.predict(head).cpu().numpy())
-            if task.cfg.loss == "gaussian_nll":
-                add(f"sigma/{name}", task.predict_sigma(head).cpu().numpy())
-        if baseline is not None:
-            for name, value in baseline.predict(*raw_inputs(batch, norm)).items():
-                add(f"baseline/{name}", value)
-    result: dict[str, Any] = {"truth": {}, "pred": {}, "sigma": {}, "baseline": {}}
-    for key, values in parts.items():
-        group, _, name = key.partition("/")
-        if name:
-            result[group][name] = np.concatenate(values)
-        else:
-            result[group] = np.concatenate(values)
-    return result
-
-
-def task_metrics(tasks: Mapping[str, Any], truth: Mapping[str, np.ndarray],
-                 pred: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Per-task resolution metrics on the events whose truth and prediction are finite."""
-    metrics: dict[str, float] = {}
-    for name, task in tasks.items():
-        if name not in pred:
-            continue
-        keep = np.isfinite(truth[name]).all(1) & np.isfinite(pred[name]).all(1)
-        if keep.sum() >= 2:
-            metrics.update(task.metrics(pred[name][keep], truth[name][keep]))
-    return metrics
-
-
-def by_output(tasks: Mapping[str, Any], per_task: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """{task: (N, k)} -> {output name: (N,)} (e.g. position -> u, v, w)."""
-    return {output: per_task[name][:, i] for name, task in tasks.items() if name in per_task
-            for i, output in enumerate(task.output_names)}
+        collector.add(model.head_outputs(batch["x"].to(device)), batch)
+    return collector.result()

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from lib.config import TASK_SPECS
 from lib.geometry import N_SENSORS
 from lib.io.atomic import atomic_write
 from lib.normalization import CHANNEL_INDEX
-from lib.tasks.base import TASK_REGISTRY
 from lib.tasks.metrics import wrap_degrees
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,8 @@ def _regression_units(outputs: list[str], metadata: Mapping[str, Any]) -> dict[s
     """Unit of every output: from the tasks in metadata["tasks"], overridden by metadata["units"]."""
     units: dict[str, str] = {}
     for task in metadata.get("tasks", []):
-        if task in TASK_REGISTRY:
-            units.update(zip(TASK_REGISTRY[task].output_names, TASK_REGISTRY[task].units))
+        if task in TASK_SPECS:
+            units.update(zip(TASK_SPECS[task].output_names, TASK_SPECS[task].units))
     units.update(metadata.get("units", {}))
     missing = [o for o in outputs if o not in units]
     if missing:

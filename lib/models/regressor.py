@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
-from lib.config.loader import ConfigError
+from lib.config import ConfigError, RegressorModelConfig, TaskConfig
 from lib.models.encoder import XECEncoder
-from lib.tasks import TaskBalancer, build_tasks
+from lib.tasks import BalanceMode, TaskBalancer, build_tasks
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +32,20 @@ class Regressor(nn.Module):
     hold their target standardization as buffers, so it travels with every checkpoint.
     """
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, model: RegressorModelConfig, tasks: Mapping[str, TaskConfig], task_balance: BalanceMode) -> None:
+        """`model`: the run's model section; `tasks`: its tasks section; `task_balance`: training.task_balance."""
         super().__init__()
-        self.encoder = XECEncoder(cfg.model)
-        self.tasks = nn.ModuleDict(build_tasks(cfg.tasks))
-        features = self.encoder.n_tokens * cfg.model.encoder_dim
+        self.encoder = XECEncoder(model)
+        self.tasks = nn.ModuleDict(build_tasks(tasks))
+        features = self.encoder.n_tokens * model.encoder_dim
         self.heads = nn.ModuleDict({
             name: mlp_head(features, task.cfg.head_hidden, task.cfg.head_layers, task.head_dim)
             for name, task in self.tasks.items()
         })
-        weights = {name: task_cfg.weight for name, task_cfg in cfg.tasks.items()}
-        self.balancer = TaskBalancer(list(self.tasks), cfg.training.task_balance, weights)
-        self.layer_decay = cfg.model.layer_decay
-        apply_freezing(self.encoder, cfg.model.freeze_encoder, cfg.model.trainable_layers)
+        weights = {name: task_cfg.weight for name, task_cfg in tasks.items()}
+        self.balancer = TaskBalancer(list(self.tasks), task_balance, weights)
+        self.layer_decay = model.layer_decay
+        apply_freezing(self.encoder, model.freeze_encoder, model.trainable_layers)
 
     def head_outputs(self, x: Tensor) -> dict[str, Tensor]:
         """Raw head outputs (standardized units) per task for normalized inputs x (B, 4760, 2)."""

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 from matplotlib.colors import LogNorm
 
+from lib.config import TASK_SPECS
 from lib.plots.history import plot_learning_curves
 from lib.plots.style import figure
 from lib.evaluation.prediction_files import read_predictions, regression_outputs
-from lib.tasks.base import TASK_REGISTRY
 from lib.tasks.metrics import CENTRAL_FRACTION_PCT, half_width_68, residual_summary
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def plot_residuals(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any]
 
 def _resolution_variables(arrays: Mapping[str, np.ndarray]) -> list[str]:
     """True energy and true position outputs that the file holds (as truth_<name>)."""
-    names = [*TASK_REGISTRY["energy"].output_names, *TASK_REGISTRY["position"].output_names]
+    names = [*TASK_SPECS["energy"].output_names, *TASK_SPECS["position"].output_names]
     return [name for name in names if f"truth_{name}" in arrays]
 
 

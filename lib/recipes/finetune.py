@@ -6,21 +6,20 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lib.config import RegressorConfig, to_dict
 from lib.data.build import build_loader, read_branches
 from lib.data.files import DataError
-from lib.engine import StepOutput
+from lib.engine import StepOutput, evaluation_weights
 from lib.engine.distributed import DistInfo
-from lib.engine.rundir import atomic_write_text
 from lib.engine.tracking import start_tracking
-from lib.evaluation.inference import by_output, checkpoint_weights, collect_predictions, fit_baseline, task_metrics
+from lib.io.atomic import atomic_write_text
+from lib.evaluation.inference import PredictionCollector, collect_predictions, fit_baseline
 from lib.models.regressor import Regressor
 from lib.normalization import describe
-from lib.tasks import gather_arrays
+from lib.tasks import by_output, resolution_metrics
 from lib.recipes.transfer import load_pretrained_encoder
 
 log = logging.getLogger(__name__)
@@ -36,20 +35,14 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def _stacked(parts: list[Tensor] | None, n_outputs: int) -> np.ndarray:
-    """Concatenated (N, n_outputs) rows of a rank (empty when it saw no validation batch)."""
-    return torch.cat(parts).numpy() if parts else np.zeros((0, n_outputs))
-
-
 class FinetuneTask:
-    """Engine task of regression; validation also gathers residuals for resolution metrics."""
+    """Engine task of regression; validation also collects per-event predictions for the resolutions."""
 
     monitor = "total_loss"
 
     def __init__(self, cfg: RegressorConfig, transfer_report: dict[str, Any] | None, tasks: dict[str, Any]) -> None:
-        self.cfg, self.transfer_report, self._tasks = cfg, transfer_report, tasks
-        self._pred: dict[str, list[Tensor]] = {}
-        self._truth: dict[str, list[Tensor]] = {}
+        self.cfg, self.transfer_report = cfg, transfer_report
+        self._collector = PredictionCollector(tasks)
 
     def training_step(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> StepOutput:
         """Balanced multi-task loss of one batch."""
@@ -57,22 +50,14 @@ class FinetuneTask:
         return StepOutput(loss, metrics, batch["x"].shape[0])
 
     def validation_step(self, model: nn.Module, batch: dict[str, Tensor]) -> StepOutput:
-        """Loss of a validation batch; keeps predictions and truth of valid events for the resolutions."""
+        """Loss of a validation batch; keeps its predictions and truth for the resolutions."""
         loss, metrics, outputs = model(batch)
-        for name, task in unwrap(model).tasks.items():
-            valid = task.valid(batch)
-            self._pred.setdefault(name, []).append(task.predict(outputs[name].float())[valid].cpu())
-            self._truth.setdefault(name, []).append(task.target(batch)[valid].double().cpu())
+        self._collector.add(outputs, batch)
         return StepOutput(loss, metrics, batch["x"].shape[0])
 
     def validation_epoch_end(self) -> dict[str, float]:
-        """Resolutions from the residuals of all ranks (gathered, never averaged per rank)."""
-        pred = {name: gather_arrays(_stacked(self._pred.get(name), task.n_outputs))
-                for name, task in self._tasks.items()}
-        truth = {name: gather_arrays(_stacked(self._truth.get(name), task.n_outputs))
-                 for name, task in self._tasks.items()}
-        self._pred, self._truth = {}, {}
-        return task_metrics(self._tasks, truth, pred)
+        """Resolutions over the events of all ranks (gathered, never averaged per rank)."""
+        return self._collector.metrics(self._collector.result(across_ranks=True))
 
     def export(self, model: nn.Module, run_dir: Path, tag: str) -> None:
         """Regressor weights are exported through best.pt / last.pt (EMA inside); nothing extra."""
@@ -88,15 +73,20 @@ def _check_truth_branches(cfg: RegressorConfig, loader: Any, tasks: dict[str, An
                             "or give data with that truth")
 
 
+def build_regressor(cfg: RegressorConfig) -> Regressor:
+    """The regressor a run config describes (its model, tasks and task-balance sections)."""
+    return Regressor(cfg.model, cfg.tasks, cfg.training.task_balance)
+
+
 def build(cfg: RegressorConfig, dist: DistInfo, train_loader: Any) -> tuple[Regressor, FinetuneTask]:
     """Regressor with fitted target standardization and (optionally) the pretrained encoder loaded."""
-    model = Regressor(cfg)
+    model = build_regressor(cfg)
     _check_truth_branches(cfg, train_loader, dict(model.tasks.items()))
     keys = sorted({key for task in model.tasks.values() for key in task.truth_keys})
     truth = {k: torch.as_tensor(v) for k, v in read_branches(train_loader.files, keys, cfg.data.tree_name).items()}
     for task in model.tasks.values():
-        if type(task).needs_fit(task.cfg):
-            task.fit_standardization(task.target(truth))
+        if task.needs_fit:
+            task.fit(task.target(truth))
     report = None
     if cfg.model.pretrained_encoder:
         report = load_pretrained_encoder(model.encoder, cfg.model.pretrained_encoder, cfg.model,
@@ -118,8 +108,8 @@ def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, r
     from lib.plots.history import load_history
     from lib.evaluation.prediction_files import write_regression_predictions
 
-    _, weights = checkpoint_weights(checkpoint)
-    model = Regressor(cfg).to(device)
+    _, weights = evaluation_weights(checkpoint)
+    model = build_regressor(cfg).to(device)
     model.load_state_dict(weights)
     val_loader = build_loader(cfg, "val", 0, 1)
     baseline = None
@@ -128,8 +118,8 @@ def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, r
         baseline = fit_baseline(train_loader, cfg.normalization, cfg.baseline.fit_events, cfg.baseline)
     tasks = dict(model.tasks.items())
     result = collect_predictions(model, val_loader, device, cfg.normalization, baseline)
-    metrics = {"regressor": task_metrics(tasks, result["truth"], result["pred"]),
-               "baseline": task_metrics(tasks, result["truth"], result["baseline"])}
+    metrics = {"regressor": resolution_metrics(tasks, result["truth"], result["pred"]),
+               "baseline": resolution_metrics(tasks, result["truth"], result["baseline"])}
     atomic_write_text(run_dir / METRICS_NAME, json.dumps(metrics, indent=1))
     pred_file = write_regression_predictions(
         run_dir / "predictions" / "predictions_val.root", run=result["run"], event=result["event"],

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.config import MAEConfig
-from lib.engine import StepOutput, load_checkpoint
+from lib.engine import StepOutput, evaluation_weights
 from lib.engine.distributed import DistInfo
 from lib.io.run_files import ENCODER_EXPORT_PATTERN
 from lib.losses import ReconstructionLoss
@@ -83,8 +83,7 @@ def _weights_for_predictions(result: dict[str, Any]) -> dict[str, Tensor] | None
     path = result.get("best_checkpoint") or result.get("last_checkpoint")
     if path is None or not Path(path).is_file():
         return None
-    checkpoint = load_checkpoint(path)
-    return checkpoint["ema"]["module"] if checkpoint.get("ema") else checkpoint["model"]
+    return evaluation_weights(path)[1]
 
 
 @torch.no_grad()

@@ -1,14 +1,15 @@
-"""Regression tasks (energy, timing, position, angle), their metrics and loss balancing.
+"""Regression targets (energy, timing, position, angle), their losses, metrics and loss balancing.
 
-Importing this package registers every task in TASK_REGISTRY.
+Importing this package registers every target in TASK_REGISTRY.
 """
 from __future__ import annotations
 
-from lib.tasks import angle, energy, position, timing  # noqa: F401  (registers the tasks)
-from lib.tasks.balancing import BalanceMode, TaskBalancer
-from lib.tasks.base import TASK_REGISTRY, RegressionTarget, build_tasks
 from lib.config.task_schema import TaskConfig, TasksConfig, parse_tasks
-from lib.tasks.metrics import gather_arrays
+from lib.tasks import angle, energy, position, timing  # noqa: F401  (registers the targets)
+from lib.tasks.balancing import BalanceMode, TaskBalancer
+from lib.tasks.metrics import by_output, gather_arrays, resolution_metrics
+from lib.tasks.registry import TASK_REGISTRY, build_tasks
+from lib.tasks.target import RegressionTarget
 
 __all__ = [
     "TASK_REGISTRY",
@@ -18,6 +19,8 @@ __all__ = [
     "TaskConfig",
     "TasksConfig",
     "build_tasks",
+    "by_output",
     "gather_arrays",
     "parse_tasks",
+    "resolution_metrics",
 ]

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from lib.tasks.base import Batch, RegressionTarget, register_task
 from lib.config.task_schema import TASK_SPECS, TaskConfig
 from lib.geometry.coordinates import unit_vectors_to_angles
+from lib.tasks.losses import cosine_loss
 from lib.tasks.metrics import opening_angles_deg, quantile_68, wrap_degrees
+from lib.tasks.registry import register_task
+from lib.tasks.target import Batch, RegressionTarget
 
 _VECTOR_DIM = 3
 
@@ -29,22 +30,22 @@ class AngleTarget(RegressionTarget):
         if cfg.use_vector:
             self.truth_keys = (*self.truth_keys, TASK_SPECS[self.name].vector_key)
 
-    @classmethod
-    def needs_fit(cls, cfg: TaskConfig) -> bool:
-        if cfg.use_vector:  # the vector is not standardized
-            return cfg.reweight_bins is not None
-        return super().needs_fit(cfg)
+    @property
+    def needs_fit(self) -> bool:
+        if self.cfg.use_vector:  # the vector is not standardized
+            return self.reweighting is not None
+        return super().needs_fit
 
     @property
     def head_dim(self) -> int:
         return _VECTOR_DIM if self.cfg.use_vector else super().head_dim
 
-    def _per_sample_loss(self, head_out: Tensor, safe_target: Tensor, batch: Batch, valid: Tensor) -> Tensor:
+    def _unweighted_loss(self, head_out: Tensor, safe_target: Tensor, batch: Batch, valid: Tensor) -> Tensor:
         if not self.cfg.use_vector:
-            return super()._per_sample_loss(head_out, safe_target, batch, valid)
+            return super()._unweighted_loss(head_out, safe_target, batch, valid)
         fallback = torch.tensor([0.0, 0.0, 1.0], device=head_out.device)
         truth_vector = torch.where(valid[:, None], batch["emiVec"].float(), fallback)
-        return 1.0 - F.cosine_similarity(head_out, truth_vector, dim=1)
+        return cosine_loss(head_out, truth_vector)
 
     def predict(self, head_out: Tensor) -> Tensor:
         if not self.cfg.use_vector:

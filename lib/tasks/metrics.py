@@ -10,6 +10,9 @@ never averaged over per-rank percentiles.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -61,6 +64,26 @@ def opening_angles_deg(pred_theta_phi: np.ndarray, true_theta_phi: np.ndarray) -
     # atan2(|a x b|, a . b) is accurate for small angles, unlike arccos(a . b)
     cross = np.linalg.norm(np.cross(pred, true), axis=-1)
     return np.rad2deg(np.arctan2(cross, (pred * true).sum(-1)))
+
+
+def resolution_metrics(tasks: Mapping[str, Any], truth: Mapping[str, np.ndarray],
+                       pred: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Every task's resolution metrics (`task.metrics`) over the events whose truth and prediction are
+    finite: the one resolution computation, used per validation epoch and for the final evaluation."""
+    metrics: dict[str, float] = {}
+    for name, task in tasks.items():
+        if name not in pred:
+            continue
+        keep = np.isfinite(truth[name]).all(1) & np.isfinite(pred[name]).all(1)
+        if keep.sum() >= 2:
+            metrics.update(task.metrics(pred[name][keep], truth[name][keep]))
+    return metrics
+
+
+def by_output(tasks: Mapping[str, Any], per_task: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{task: (N, k)} -> {output name: (N,)} (e.g. position -> u, v, w)."""
+    return {output: per_task[name][:, i] for name, task in tasks.items() if name in per_task
+            for i, output in enumerate(task.output_names)}
 
 
 def gather_arrays(arr: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.tasks.base import RegressionTarget, register_task
 from lib.tasks.metrics import quantile_68
+from lib.tasks.registry import register_task
+from lib.tasks.target import RegressionTarget
 
 
 @register_task

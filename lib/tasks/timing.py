@@ -1,7 +1,8 @@
 """Timing regression: the gamma conversion time `timeTruth` (seconds)."""
 from __future__ import annotations
 
-from lib.tasks.base import RegressionTarget, register_task
+from lib.tasks.registry import register_task
+from lib.tasks.target import RegressionTarget
 
 
 @register_task

@@ -14,7 +14,7 @@ from lib import train_regressor
 from lib.config import RegressorConfig, load_config, load_resolved, parse_args, to_dict
 from lib.engine import load_checkpoint
 from lib.engine.checkpoint import save_checkpoint
-from lib.models.regressor import Regressor
+from lib.recipes.finetune import build_regressor
 from tests.fixtures_e2e import (
     REG_CONFIG, STEPS_PER_EPOCH, TRAIN_EVENTS, VAL_EVENTS, E2EData, detach_run_logs, e2e_data, e2e_env, isolate_run,
     mae_run, mlflow_client, new_save_dir, one_thread, read_history, refused_at_parse_message, refused_message, reg_args,
@@ -84,6 +84,17 @@ def test_fine_tuning_writes_predictions_metrics_and_plots(reg_run):
     assert Path(cfg.model.pretrained_encoder) == encoder and list(cfg.tasks) == ["energy", "position"]
 
 
+def test_validation_and_final_evaluation_give_the_same_resolutions(reg_run):
+    # one resolution computation: the best epoch's validation metrics (training_history.json) are those
+    # of the final evaluation of best.pt (metrics.json) on the same events (the demo config keeps no EMA)
+    run_dir = reg_run[0]
+    history = json.loads((run_dir / "training_history.json").read_text())
+    best = min(history, key=lambda record: record["val/total_loss"])
+    final = json.loads((run_dir / "metrics.json").read_text())["regressor"]
+    for key in HEADLINE:
+        assert best[f"val/{key}"] == pytest.approx(final[key], rel=1e-6), key
+
+
 def test_fine_tuning_logs_final_and_baseline_metrics_to_mlflow(reg_run):
     run_dir = reg_run[0]
     run = mlflow_client(run_dir.parent).get_run(load_checkpoint(run_dir / "checkpoints" / "last.pt")["mlflow_run_id"])
@@ -148,7 +159,7 @@ def test_regressor_checkpoint_of_another_architecture_is_refused(e2e_data, save_
     other = load_config(REG_CONFIG, ["model.encoder_dim=96"], root=RegressorConfig)
     path = tmp_path / "other.pt"
     save_checkpoint({"schema_version": other.schema_version, "config": to_dict(other),
-                     "model": Regressor(other).state_dict(), "ema": None}, path)
+                     "model": build_regressor(other).state_dict(), "ema": None}, path)
     message = _refused(caplog, reg_args(e2e_data, save_dir, "arch", "--pretrained_encoder", str(path)))
     assert "model.encoder_dim" in message and str(path) in message
     assert not (save_dir / "arch").exists()

@@ -11,6 +11,7 @@ from lib.config import MAEConfig, RegressorConfig, to_dict
 from lib.engine.checkpoint import save_checkpoint
 from lib.engine.optim import build_optimizer
 from lib.models.regressor import Regressor
+from lib.recipes.finetune import build_regressor
 from lib.recipes.pretrain import MAEModel
 from lib.recipes.transfer import TransferError, load_pretrained_encoder, save_encoder
 from tests.fixtures_e2e import differing_tensors, one_thread  # noqa: F401 (fixture)
@@ -49,7 +50,7 @@ def test_encoder_export_loads_into_the_regressor_and_leaves_the_heads(tmp_path):
     mae, mae_cfg = _mae()
     cfg = _reg_cfg()
     torch.manual_seed(2)
-    regressor = Regressor(cfg)
+    regressor = build_regressor(cfg)
     heads = {k: v for k, v in _clone(regressor).items() if not k.startswith("encoder.")}
     expected = _clone(mae.mae.encoder)
     assert differing_tensors(_clone(regressor.encoder), expected), "differently seeded encoders must differ"
@@ -70,7 +71,7 @@ def test_full_mae_checkpoint_is_detected_by_content(tmp_path, with_ema):
     save_checkpoint({"schema_version": mae_cfg.schema_version, "config": to_dict(mae_cfg), "model": mae.state_dict(),
                      "ema": {"module": ema_mae.state_dict()} if with_ema else None, "epoch": 1}, path)
     cfg = _reg_cfg()
-    regressor = Regressor(cfg)
+    regressor = build_regressor(cfg)
 
     report = _load(regressor, path, cfg)
     assert differing_tensors(_clone(regressor.encoder), _clone(source.mae.encoder)) == []
@@ -82,7 +83,7 @@ def test_missing_pretrained_path_is_refused(tmp_path):
     cfg = _reg_cfg()
     path = tmp_path / "nowhere" / "encoder_best.pt"
     with pytest.raises(TransferError, match="does not exist") as error:
-        _load(Regressor(cfg), path, cfg)
+        _load(build_regressor(cfg), path, cfg)
     assert str(path) in str(error.value)
 
 
@@ -92,9 +93,9 @@ def test_regressor_checkpoint_of_another_architecture_is_refused(tmp_path, other
     other_cfg = _reg_cfg(**other)
     path = tmp_path / "other_regressor.pt"
     save_checkpoint({"schema_version": other_cfg.schema_version, "config": to_dict(other_cfg),
-                     "model": Regressor(other_cfg).state_dict(), "ema": None}, path)
+                     "model": build_regressor(other_cfg).state_dict(), "ema": None}, path)
     cfg = _reg_cfg()
-    regressor = Regressor(cfg)
+    regressor = build_regressor(cfg)
     before = _clone(regressor)
     with pytest.raises(TransferError, match="another architecture") as error:
         _load(regressor, path, cfg)
@@ -106,7 +107,7 @@ def test_normalization_mismatch_is_refused_unless_allowed(tmp_path, caplog):
     mae, mae_cfg = _mae(normalization={"npho_scale": 500.0})
     path = _export(tmp_path, mae, mae_cfg)
     cfg = _reg_cfg()
-    regressor = Regressor(cfg)
+    regressor = build_regressor(cfg)
     with pytest.raises(TransferError, match="normalization.npho_scale") as error:
         _load(regressor, path, cfg)
     assert "--allow_normalization_mismatch" in str(error.value)
@@ -129,7 +130,7 @@ def test_file_that_is_neither_export_nor_checkpoint_is_refused(tmp_path, content
     cfg = _reg_cfg()
     expected = "not a readable torch file" if content == "random-bytes" else "neither an MAE encoder export"
     with pytest.raises(TransferError, match=expected) as error:
-        _load(Regressor(cfg), path, cfg)
+        _load(build_regressor(cfg), path, cfg)
     assert str(path) in str(error.value)
 
 
@@ -140,14 +141,14 @@ def _fake_batch(regressor: Regressor, n: int = 4) -> dict[str, torch.Tensor]:
              "energyTruth": 0.015 + 0.045 * torch.rand(n, generator=generator),
              "uvwTruth": torch.randn(n, 3, generator=generator) * 10}
     for task in regressor.tasks.values():
-        task.fit_standardization(task.target(batch))
+        task.fit(task.target(batch))
     return batch
 
 
 def _one_step(cfg: RegressorConfig) -> tuple[Regressor, dict[str, torch.Tensor], torch.optim.Optimizer]:
     """Regressor, its parameters before one optimizer step, and the optimizer (after the step)."""
     torch.manual_seed(0)
-    regressor = Regressor(cfg)
+    regressor = build_regressor(cfg)
     batch = _fake_batch(regressor)
     before = {k: v.detach().clone() for k, v in regressor.named_parameters()}
     optimizer = build_optimizer(regressor, cfg.training, lr=1e-2)
@@ -192,16 +193,16 @@ def test_trainable_layers_trains_only_the_last_stage_groups():
 
 
 def test_trainable_layers_above_the_number_of_groups_names_the_limit():
-    n_groups = len(Regressor(_reg_cfg()).encoder.stage_groups())
+    n_groups = len(build_regressor(_reg_cfg()).encoder.stage_groups())
     with pytest.raises(ValueError, match=f"only {n_groups} stage groups") as error:
-        Regressor(_reg_cfg(trainable_layers=n_groups + 1))
+        build_regressor(_reg_cfg(trainable_layers=n_groups + 1))
     assert f"from 0 to {n_groups}" in str(error.value)
 
 
 def test_layer_decay_gives_earlier_groups_a_lower_lr():
     decay, lr = 0.5, 1e-2
     cfg = _reg_cfg(layer_decay=decay)
-    regressor = Regressor(cfg)
+    regressor = build_regressor(cfg)
     optimizer = build_optimizer(regressor, cfg.training, lr=lr)
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     groups = regressor.encoder.stage_groups()

@@ -3,9 +3,9 @@
 `python -m tests.slurm.standin_trainer --config RUN_DIR/config.yaml` follows the trainer's
 contract: run directory from checkpoint.save_dir / run_name, training.epochs steps of
 STANDIN_STEP_S seconds, checkpoints/last.pt (JSON, written atomically) after every step and
-resumed from, SIGUSR1 / SIGTERM -> write last.pt and exit 75, DONE-free success exit 0 with
-training_history.json (and encoder_best.pt for an MAE config). Every start appends the step
-it starts from to starts.txt. Under torchrun (RANK set) only rank 0 writes files.
+resumed from, SIGUSR1 / SIGTERM -> write last.pt and exit 75, success: training_history.json
+(and encoder_best.pt for an MAE config), then the DONE marker, and exit 0. Every start appends
+the step it starts from to starts.txt. Under torchrun (RANK set) only rank 0 writes files.
 
 Faults on request: STANDIN_FAIL=1 exits 3; STANDIN_STOP_S=S takes S seconds between a signal
 and writing last.pt (a slow checkpoint); STANDIN_IGNORE_SIGNALS=1 installs no handler (a
@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from lib.io.atomic import atomic_write_text
+from lib.io.done_marker import write_done_marker
 from lib.io.exit_codes import PREEMPTED_EXIT_CODE
 
 
@@ -68,6 +69,7 @@ def main() -> int:
         if "tasks" not in cfg:
             atomic_write_text(run_dir / "encoder_best.pt", "encoder")
         atomic_write_text(run_dir / "train.log", f"standin trained {step} steps\n")
+        write_done_marker(run_dir)
     return 0
 
 

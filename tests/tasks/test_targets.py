@@ -17,8 +17,8 @@ B = 64
 def _batch(rng: np.random.Generator, n: int = B) -> dict[str, torch.Tensor]:
     """Synthetic truth in physical units, as the loader delivers it."""
     theta = rng.uniform(60, 120, n)
-    phi = rng.uniform(120, 240, n)
-    vec = np.stack([np.sin(np.radians(theta)) * np.cos(np.radians(phi)),
+    phi = rng.uniform(-60, 60, n)  # MEG: phi = atan2(y, -x), about 0 towards the detector on the -x side
+    vec = np.stack([-np.sin(np.radians(theta)) * np.cos(np.radians(phi)),
                     np.sin(np.radians(theta)) * np.sin(np.radians(phi)), np.cos(np.radians(theta))], 1)
     as_tensor = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
     return {
@@ -33,7 +33,7 @@ def _batch(rng: np.random.Generator, n: int = B) -> dict[str, torch.Tensor]:
 def _fitted(name: str, rng: np.random.Generator, **settings) -> tuple:
     task = build_tasks(parse_tasks({name: settings}))[name]
     batch = _batch(rng, 500)
-    task.fit_standardization(task.target(batch))
+    task.fit(task.target(batch))
     return task, batch
 
 
@@ -94,8 +94,8 @@ def test_build_tasks_only_selected():
 def test_standardization_round_trip(name):
     task, batch = _fitted(name, np.random.default_rng(0))
     target = task.target(batch).double()
-    np.testing.assert_allclose(task.target_mean.numpy(), target.mean(0).numpy(), rtol=1e-6)
-    np.testing.assert_allclose(task.target_scale.numpy(), target.std(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(task.standardizer.mean.numpy(), target.mean(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(task.standardizer.scale.numpy(), target.std(0).numpy(), rtol=1e-6)
     z = (target - target.mean(0)) / target.std(0)
     head_out = torch.cat([z, torch.zeros_like(z)], 1)[:, : task.head_dim].float()
     atol = 1e-6 * target.abs().max().item()
@@ -114,7 +114,7 @@ def test_configured_standardization_needs_no_fit_and_unfitted_task_raises():
     configured = build_tasks(parse_tasks({"energy": {"target_mean": [0.04], "target_scale": [0.01]}}))["energy"]
     assert configured.predict(torch.tensor([[1.0]])).item() == pytest.approx(0.05)
     unfitted = build_tasks(parse_tasks(["energy"]))["energy"]
-    with pytest.raises(RuntimeError, match="fit_standardization"):
+    with pytest.raises(RuntimeError, match=r"call fit\(training targets\)"):
         unfitted.predict(torch.tensor([[1.0]]))
 
 
@@ -191,22 +191,22 @@ def test_nan_truth_is_invalid_and_gets_no_loss_or_gradient():
 def test_nan_rows_are_ignored_when_fitting():
     task = build_tasks(parse_tasks(["energy"]))["energy"]
     targets = torch.tensor([[1.0], [3.0], [float("nan")], [5.0]])
-    task.fit_standardization(targets)
-    assert task.target_mean.item() == pytest.approx(3.0)
-    assert task.target_scale.item() == pytest.approx(2.0)
+    task.fit(targets)
+    assert task.standardizer.mean.item() == pytest.approx(3.0)
+    assert task.standardizer.scale.item() == pytest.approx(2.0)
 
 
 def test_reweighting_gives_rare_bins_larger_weights():
     task = build_tasks(parse_tasks({"energy": {"reweight_bins": 4}}))["energy"]
     common, rare = 0.02, 0.05
     targets = torch.tensor([[common]] * 90 + [[rare]] * 10)
-    task.fit_standardization(targets)
-    weights = task.sample_weights(targets.double())
+    task.fit(targets)
+    weights = task.reweighting(targets.double())
     assert weights[-1].item() == pytest.approx(9 * weights[0].item(), rel=1e-5)
     assert weights.mean().item() == pytest.approx(1.0, rel=1e-5)
     losses = task.loss(torch.zeros(2, 1), {"energyTruth": torch.tensor([common, rare])})
-    plain = build_tasks(parse_tasks({"energy": {"target_mean": task.target_mean.tolist(),
-                                                "target_scale": task.target_scale.tolist()}}))["energy"]
+    plain = build_tasks(parse_tasks({"energy": {"target_mean": task.standardizer.mean.tolist(),
+                                                "target_scale": task.standardizer.scale.tolist()}}))["energy"]
     plain_losses = plain.loss(torch.zeros(2, 1), {"energyTruth": torch.tensor([common, rare])})
     torch.testing.assert_close(losses, plain_losses * weights[[0, -1]])
 
@@ -250,3 +250,16 @@ def test_balancer_rejects_bad_losses(losses, fragment):
 def test_balancer_rejects_weights_of_unselected_tasks():
     with pytest.raises(ValueError, match="angle"):
         TaskBalancer(["energy"], "learned", {"angle": 1.0})
+
+
+def test_state_of_checkpoints_with_flat_target_keys_still_loads():
+    # before the standardizer and the reweighting became submodules their buffers sat on the target itself
+    task, _ = _fitted("energy", np.random.default_rng(4), reweight_bins=3)
+    flat = {"target_mean": task.standardizer.mean, "target_scale": task.standardizer.scale,
+            "fitted": task.standardizer.fitted, "reweight_edges": task.reweighting.edges,
+            "reweight_table": task.reweighting.table}
+    fresh = build_tasks(parse_tasks({"energy": {"reweight_bins": 3}}))["energy"]
+    fresh.load_state_dict(flat)
+    head_out, truth = torch.randn(5, 1), {"energyTruth": torch.rand(5)}
+    torch.testing.assert_close(fresh.predict(head_out), task.predict(head_out))
+    torch.testing.assert_close(fresh.loss(head_out, truth), task.loss(head_out, truth))
