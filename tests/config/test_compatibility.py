@@ -45,10 +45,18 @@ def test_regressor_tasks_count_and_the_encoder_source_does_not():
     assert weight_defining_differences(base, other_source) == {}
 
 
-def test_a_section_or_key_present_on_one_side_only_differs():
-    with_geometry = {**_mae(), "geometry": {"outer": "split"}}
-    assert weight_defining_differences(_mae(), with_geometry) == {"geometry.outer": (ABSENT, "split")}
-    assert describe_differences({"geometry.outer": (ABSENT, "split")}) == "geometry.outer: <absent> -> 'split'"
+def test_a_key_present_on_one_side_only_differs():
+    saved = _mae()
+    wanted = {**saved, "model": {**saved["model"], "new_block": 2}}
+    assert weight_defining_differences(saved, wanted) == {"model.new_block": (ABSENT, 2)}
+    assert describe_differences({"model.new_block": (ABSENT, 2)}) == "model.new_block: <absent> -> 2"
+
+
+def test_geometry_counts_once_the_saved_config_has_it():
+    with_table = _mae(geometry={"sensor_table": "as_built.txt"})
+    assert weight_defining_differences(_mae(), with_table) == {"geometry.sensor_table": (None, "as_built.txt")}
+    older = {key: value for key, value in _mae().items() if key != "geometry"}  # saved before the section existed
+    assert weight_defining_differences(older, with_table) == {}
 
 
 def test_tuples_and_lists_with_equal_items_are_equal():
