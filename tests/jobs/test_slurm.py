@@ -88,9 +88,9 @@ def test_interrupted_pretraining_requeues_and_resumes_to_the_same_step(slurm_wor
     from lib.engine.checkpoint import load_checkpoint
 
     runs, run_dir = slurm_workspace["runs"], slurm_workspace["runs"] / "mae_demo"
-    epochs, steps = 2, 8  # 120 events in 3 files of 4 chunks, >= 40 per rank, in batches of 4: >= 10 per epoch
-    sets = [*slurm_workspace["sets"], "--set", "data.max_events=null", "--set", f"training.epochs={epochs}",
-            "--set", "data.batch_size=4", "--set", f"data.steps_per_epoch={steps}",
+    epochs, steps = 2, 4  # 120 events in 3 files of 4 chunks, >= 40 per rank, in batches of 4: >= 10 per epoch
+    sets = [*slurm_workspace["sets"], "--set", "data.max_events=null", "--set", "data.max_val_events=16",
+            "--set", f"training.epochs={epochs}", "--set", "data.batch_size=4", "--set", f"data.steps_per_epoch={steps}",
             "--set", "checkpoint.save_every_steps=1"]
     assert main(["mae", "config/mae/mae_demo.yaml", *sets], {"EXECUTOR": "slurm", "CPU_PROCS": str(procs)}) == 0
     job_id = records(run_dir)[0]["job_id"]
