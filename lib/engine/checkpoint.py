@@ -7,6 +7,7 @@ writes and reads them). Code outside the engine reads a checkpoint through `eval
 """
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,6 +15,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from lib.config import migrate_legacy
+from lib.config.compatibility import describe_differences, weight_defining_differences
 from lib.io.atomic import atomic_copy, atomic_write
 from lib.io.run_files import CHECKPOINT_DIR, LAST_NAME
 
@@ -89,3 +92,23 @@ def find_resume_checkpoint(checkpoint_cfg: Any, run_dir: Path) -> Path | None:
             return last
         log.info("checkpoint.auto_resume: no %s yet, starting from scratch", last)
     return None
+
+
+def check_resume_compatible(checkpoint: Mapping[str, Any], config: Mapping[str, Any], path: Path) -> None:
+    """Refuse (CheckpointError) to resume `checkpoint` under the resolved `config` when the schema version or
+    any weight-defining key (lib.config.compatibility) differs; the message names every differing key with
+    both values. The checkpoint's config is read as today's schema reads it (legacy keys moved first)."""
+    if checkpoint.get("schema_version") != config.get("schema_version"):
+        raise CheckpointError(
+            f"{path} was written with config schema_version {checkpoint.get('schema_version')}, "
+            f"this run uses {config.get('schema_version')}; start a new run instead of resuming"
+        )
+    saved = copy.deepcopy(dict(checkpoint.get("config", {})))
+    migrate_legacy(saved, {})
+    differences = weight_defining_differences(saved, config)
+    if differences:
+        raise CheckpointError(
+            f"cannot resume from {path}: settings that define what its weights mean differ (checkpoint -> config: "
+            f"{describe_differences(differences)}); resume with the checkpoint's settings, or start a new run "
+            "(a new checkpoint.run_name) with these"
+        )

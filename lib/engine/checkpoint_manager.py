@@ -27,9 +27,9 @@ from typing import Any, Collection, Mapping, Protocol, Sequence
 
 from lib.config import to_dict
 from lib.engine.checkpoint import (
-    copy_checkpoint, find_resume_checkpoint, load_checkpoint, prune_epoch_checkpoints, save_checkpoint,
+    check_resume_compatible, copy_checkpoint, find_resume_checkpoint, load_checkpoint, prune_epoch_checkpoints,
+    save_checkpoint,
 )
-from lib.engine.compatibility import check_resume_compatible
 from lib.engine.distributed import DistInfo, gather_objects
 from lib.io.run_files import CHECKPOINT_DIR, LAST_NAME
 

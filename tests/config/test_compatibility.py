@@ -24,7 +24,7 @@ def _mae(**sections) -> dict:
     ({"data": {"npho_branch": "npho_corr"}}, "data.npho_branch", "npho", "npho_corr"),
     ({"data": {"time_branch": "t"}}, "data.time_branch", "relative_time", "t"),
     ({"training": {"mask_ratio": 0.75}}, "training.mask_ratio", 0.6, 0.75),
-    ({"training": {"time": {"npho_threshold": 50.0}}}, "training.time.npho_threshold", 100.0, 50.0),
+    ({"training": {"time": {"weight": 2.0}}}, "training.time.weight", 1.0, 2.0),
 ])
 def test_a_change_that_gives_the_weights_another_meaning_is_reported_with_both_values(sections, key, old, new):
     differences = weight_defining_differences(_mae(), _mae(**sections))

@@ -94,7 +94,7 @@ def test_resume_refuses_a_different_model_config(tmp_path):
     _trainer(toy_config(tmp_path, training={"epochs": 1})).fit()
     last = tmp_path / "toy" / "checkpoints" / "last.pt"
     changed = toy_config(tmp_path, model={"decoder_dim": 64}, checkpoint={"resume_from": str(last)})
-    with pytest.raises(CheckpointError, match=r"model\.decoder_dim: checkpoint=128, config=64"):
+    with pytest.raises(CheckpointError, match=r"model\.decoder_dim: 128 -> 64"):
         _trainer(changed, resuming=True)
 
 

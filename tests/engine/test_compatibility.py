@@ -6,8 +6,9 @@ import json
 import pytest
 import torch
 
+from lib.config import MAEConfig, to_dict
 from lib.engine import CheckpointError, CheckpointManager, Trainer, prepare_run_dir
-from lib.engine.compatibility import weight_defining_differences
+from lib.engine.checkpoint import check_resume_compatible
 from lib.engine.distributed import DistInfo
 from tests.engine.ddp_worker import ToyLoader, ToyModel, ToyTask, toy_config, toy_data
 
@@ -41,7 +42,7 @@ def test_resume_with_another_weight_defining_setting_is_refused(tmp_path, last, 
     with pytest.raises(CheckpointError) as refused:
         CheckpointManager(changed, tmp_path / "toy", CPU)
     message = str(refused.value)
-    assert f"{key}: checkpoint={saved!r}, config={wanted!r}" in message
+    assert f"{key}: {saved!r} -> {wanted!r}" in message
     assert str(last) in message and "start a new run" in message and "checkpoint's settings" in message
 
 
@@ -62,19 +63,6 @@ def test_resume_with_another_lr_and_more_epochs_is_accepted(tmp_path, last):
     assert [record["epoch"] for record in history] == [1, 2]
 
 
-def test_starting_point_keys_and_unsaved_sections_are_not_compared():
-    saved = {"model": {"encoder_dim": 64, "pretrained_encoder": None, "allow_normalization_mismatch": False},
-             "training": {"lr": 1e-3, "mask_ratio": 0.6}, "tasks": {"energy": {"loss": "l1"}}}
-    wanted = {"model": {"encoder_dim": 64, "pretrained_encoder": "enc.pt", "allow_normalization_mismatch": True},
-              "training": {"lr": 1e-4, "mask_ratio": 0.6}, "tasks": {"energy": {"loss": "l1"}},
-              "geometry": {"outer_mode": "fine"}}
-    assert weight_defining_differences(saved, wanted) == {}
-    saved["geometry"] = {"outer_mode": "coarse"}
-    wanted["tasks"]["timing"] = {"loss": "l1"}
-    assert weight_defining_differences(saved, wanted) == {
-        "geometry.outer_mode": ("coarse", "fine"), "tasks.timing.loss": (None, "l1")}
-
-
 def test_the_resume_checkpoint_is_read_once(tmp_path, last, monkeypatch):
     loads = []
     original = torch.load
@@ -85,3 +73,16 @@ def test_the_resume_checkpoint_is_read_once(tmp_path, last, monkeypatch):
     Trainer(cfg, ToyModel(), ToyTask(), ToyLoader(x, y, 4), None, prepare_run_dir(cfg, CPU, True), CPU,
             checkpoints).fit()
     assert loads == [last]
+
+
+def test_checkpoint_config_written_before_a_key_moved_is_read_as_today(tmp_path):
+    # checkpoints of the version that had training.time.npho_threshold (now normalization.npho_threshold)
+    wanted = to_dict(MAEConfig())
+    saved = to_dict(MAEConfig())
+    saved["training"]["time"]["npho_threshold"] = saved["normalization"].pop("npho_threshold")
+    checkpoint = {"schema_version": wanted["schema_version"], "config": saved}
+    with pytest.warns(DeprecationWarning, match="training.time.npho_threshold"):
+        check_resume_compatible(checkpoint, wanted, tmp_path / "old.pt")
+    saved["training"]["time"]["npho_threshold"] = 50.0
+    with pytest.raises(CheckpointError, match="normalization.npho_threshold: 50.0 -> 100.0"):
+        check_resume_compatible(checkpoint, wanted, tmp_path / "old.pt")
