@@ -20,7 +20,7 @@ from typing import Any
 from jobs.knobs import JobError, slurm_time_minutes
 from jobs.launch import LaunchSpec, TrainingJob
 from jobs.plans import RunPlan
-from lib.config import write_resolved
+from jobs.time_limits import local_timeout_min
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,10 @@ def slurm_parameters(plan: RunPlan, spec: LaunchSpec, depends_on: str | None = N
 
 
 def local_parameters(plan: RunPlan, spec: LaunchSpec) -> dict[str, Any]:
-    """LocalExecutor parameters: one task, the GPUs of a GPU job, the same time limit and signal delay."""
+    """LocalExecutor parameters: one task, the GPUs of a GPU job, the same time limit (TIME=0: none) and signal
+    delay."""
     return {
-        "timeout_min": slurm_time_minutes(plan.cfg.slurm.time),
+        "timeout_min": local_timeout_min(plan.cfg.slurm.time),
         "gpus_per_node": 0 if spec.cpu else spec.procs_per_node,
         "tasks_per_node": 1,
         "signal_delay_s": plan.cfg.slurm.signal_delay_s,
@@ -119,14 +120,6 @@ def sbatch_test_only(script: str, what: str) -> str:
     return answer
 
 
-def prepare_run_dir(plan: RunPlan) -> None:
-    """Create the run directory and logs/, write the resolved config; a forced re-run loses its DONE marker."""
-    layout = plan.layout
-    layout.logs.mkdir(parents=True, exist_ok=True)
-    write_resolved(plan.cfg, layout.config)
-    layout.done.unlink(missing_ok=True)
-
-
 @dataclass
 class Submitted:
     """A submitted run: its plan, job id and submitit job handle."""
@@ -147,11 +140,11 @@ def _record(submitted: Submitted, after: str | None) -> None:
 
 
 def submit_slurm(plans: Sequence[RunPlan], specs: Sequence[LaunchSpec]) -> list[Submitted]:
-    """Submit each plan as one sbatch job; a plan with `after` waits for that job (afterok)."""
+    """Submit each plan as one sbatch job into its prepared run directory; a plan with `after` waits for
+    that job (afterok)."""
     submitted: list[Submitted] = []
     for plan, spec in zip(plans, specs):
         after = submitted[plan.after].job_id if plan.after is not None else None
-        prepare_run_dir(plan)
         job = _slurm_executor(plan.layout.logs, slurm_parameters(plan, spec, after)).submit(TrainingJob(spec))
         submitted.append(Submitted(plan, job.job_id, "slurm", job, plan.layout.logs))
         _record(submitted[-1], after)
@@ -160,9 +153,7 @@ def submit_slurm(plans: Sequence[RunPlan], specs: Sequence[LaunchSpec]) -> list[
 
 def submit_slurm_array(plans: Sequence[RunPlan], specs: Sequence[LaunchSpec], folder: Path,
                        job_name: str) -> list[Submitted]:
-    """Submit the plans as one job array (logs in `folder`, linked from each run's logs/)."""
-    for plan in plans:
-        prepare_run_dir(plan)
+    """Submit the plans as one job array (logs in `folder`, linked from each run's prepared logs/)."""
     folder.mkdir(parents=True, exist_ok=True)
     params = {**slurm_parameters(plans[0], specs[0]), "job_name": job_name}
     executor = _slurm_executor(folder, params)
@@ -184,10 +175,10 @@ class RunFailedError(RuntimeError):
 
 
 def run_local(plan: RunPlan, spec: LaunchSpec) -> Submitted:
-    """Run `plan` with submitit's LocalExecutor and wait for it; raises JobError when the job fails."""
+    """Run `plan` in its prepared run directory with submitit's LocalExecutor and wait for it; raises
+    RunFailedError when the job fails."""
     from submitit import LocalExecutor
 
-    prepare_run_dir(plan)
     executor = LocalExecutor(folder=plan.layout.logs, max_num_timeout=MAX_REQUEUES)
     executor.update_parameters(**local_parameters(plan, spec))
     job = executor.submit(TrainingJob(spec))

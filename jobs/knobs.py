@@ -162,8 +162,8 @@ def resolve_knobs(flags: Mapping[str, Any], env: Mapping[str, str]) -> Knobs:
 _TIME_PARTS = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
-def slurm_time_minutes(text: str) -> int:
-    """Minutes (rounded up) of a SLURM time: M, M:S, H:M:S, D-H, D-H:M or D-H:M:S."""
+def slurm_time_seconds(text: str) -> int:
+    """Seconds of a SLURM time: M, M:S, H:M:S, D-H, D-H:M or D-H:M:S (0: no limit)."""
     match = _TIME_PARTS.match(text)
     if match is None:
         raise JobError(f"cannot read SLURM time {text!r}; write it as HH:MM:SS or D-HH:MM:SS")
@@ -174,4 +174,9 @@ def slurm_time_minutes(text: str) -> int:
         seconds = (first * 60 + second) * 60 + third
     else:  # M or M:S
         seconds = first * 60 + (second or 0)
-    return -(-seconds // 60)
+    return seconds
+
+
+def slurm_time_minutes(text: str) -> int:
+    """Minutes (rounded up) of a SLURM time (0: no limit)."""
+    return -(-slurm_time_seconds(text) // 60)

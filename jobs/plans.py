@@ -19,14 +19,13 @@ from typing import Any
 from jobs.knobs import JobError, JobOptions, Knobs
 from jobs.launch import ENTRY_MODULES, LaunchSpec
 from jobs.run_paths import RunPaths
+from jobs.time_limits import checkpoint_grace_s
 from lib.config import ROOTS, RunConfig, load_config
 from lib.data.files import DataError, expand_inputs
 
 DEFAULT_CONFIGS = {"mae": "config/mae/mae_config.yaml", "reg": "config/reg/train_config.yaml"}
 """Config file used when neither the command line nor the environment names one."""
 RESUMED = "checkpoint.auto_resume=true"
-_GRACE_MARGIN_S = 15
-_MIN_GRACE_S = 10
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def _load(kind: str, config_file: str, overrides: Sequence[str], knob_values: Ma
     return load_config(config_file, [*overrides, RESUMED], root=ROOTS[kind], cli=knob_values)
 
 
-def _check_inputs(plan: RunPlan) -> None:
+def check_inputs(plan: RunPlan) -> None:
     """Raise JobError unless every input path the run needs exists (chained outputs excepted)."""
     cfg = plan.cfg
     where = f"run {plan.run_name!r} ({plan.config_file})"
@@ -81,31 +80,6 @@ def _check_inputs(plan: RunPlan) -> None:
     for key, path in required.items():
         if path is not None and path not in plan.produced_inputs and not Path(path).is_file():
             raise JobError(f"{where}: {key} = {path} does not exist; fix the path or remove the key")
-
-
-def _check_run_dir(plan: RunPlan, force: bool) -> None:
-    """Refuse an existing run directory unless `force` (a finished run says so)."""
-    layout = plan.layout
-    if not layout.run_dir.exists() or force:
-        return
-    if layout.done.exists():
-        raise JobError(f"run {plan.run_name!r} already finished ({layout.done} exists); choose another "
-                       "RUN_NAME, or set FORCE=1 (--force) to run it again from its last checkpoint")
-    raise JobError(f"run directory {layout.run_dir} already exists; choose another RUN_NAME, or set FORCE=1 "
-                   "(--force) to submit into it (it continues from its checkpoints/last.pt if there is one)")
-
-
-def validate_plans(plans: Sequence[RunPlan], options: JobOptions) -> None:
-    """Check inputs and run directories of every plan; run directories must be distinct."""
-    seen: dict[Path, str] = {}
-    for plan in plans:
-        run_dir = plan.layout.run_dir.resolve()
-        if run_dir in seen:
-            raise JobError(f"runs {seen[run_dir]!r} and {plan.run_name!r} would share the run directory "
-                           f"{plan.layout.run_dir}; give them different run names")
-        seen[run_dir] = plan.run_name
-        _check_inputs(plan)
-        _check_run_dir(plan, options.force)
 
 
 def plan_single(kind: str, config_file: str, overrides: Sequence[str], knobs: Knobs) -> list[RunPlan]:
@@ -184,7 +158,7 @@ def launch_spec(plan: RunPlan, options: JobOptions, entry: str | None = None) ->
         config=str(plan.layout.config.resolve()),
         workdir=os.getcwd(),
         procs_per_node=options.cpu_procs if cpu else slurm.num_gpus,
+        grace_s=checkpoint_grace_s(slurm.signal_delay_s),
         nodes=slurm.nodes,
         cpu=cpu,
-        grace_s=max(slurm.signal_delay_s - _GRACE_MARGIN_S, _MIN_GRACE_S),
     )

@@ -2,7 +2,8 @@
 
 The trainer (lib.engine, lib.engine.run) writes config.yaml, checkpoints/, train.log,
 training_history.json, encoder_best.pt and DONE; the job suite adds logs/ (submitit's
-per-job stdout/stderr, named with the job id) and jobs.json (one record per submission).
+per-job stdout/stderr, named with the job id), jobs.json (one record per submission) and
+submit.lock (held while a submission writes into the run directory).
 tests/jobs/test_knobs.py checks that these names agree with lib's.
 """
 from __future__ import annotations
@@ -18,6 +19,8 @@ from lib.io.run_files import (  # noqa: F401 (re-exported for the job suite)
 )
 LOGS_DIR = "logs"
 JOBS_NAME = "jobs.json"
+SUBMIT_LOCK_NAME = "submit.lock"
+"""Locked (flock) by a submission while it writes into the run directory and records its job."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ class RunPaths:
     @property
     def jobs(self) -> Path:
         return self.run_dir / JOBS_NAME
+
+    @property
+    def submit_lock(self) -> Path:
+        return self.run_dir / SUBMIT_LOCK_NAME
 
     @property
     def encoder_export(self) -> Path:

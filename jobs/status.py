@@ -1,12 +1,14 @@
 """`status RUN`: job ids and states, the last log lines and the artifacts present; run summaries.
 
 Job states come from squeue, else sacct, else the run directory (DONE marker, submitit's
-result file, a live local process).
+result file, a live local process). For an unfinished run, the trainer's own last ERROR line
+(its one-line cause) comes before the log tails, which end with the job wrapper's traceback.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections import deque
@@ -19,6 +21,8 @@ from jobs.run_paths import RunPaths
 
 HEADLINE_METRICS = 6
 """Validation metrics shown per run in a summary."""
+_TRAINER_ERROR = re.compile(r"\bERROR (lib\.[\w.]+): (.+)$")
+"""An error logged by the trainer (lib.engine.run's format: `<time> ERROR <logger>: <message>`)."""
 
 
 def find_run(run: str, save_dir: str) -> RunPaths:
@@ -72,6 +76,16 @@ def _tail(path: Path, lines: int) -> list[str]:
         return list(deque(handle, maxlen=lines))
 
 
+def trainer_error(paths: list[Path]) -> str | None:
+    """The trainer's last ERROR line in the first of `paths` that has one: "<message> (<logger>, <file>)"."""
+    for path in paths:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            matches = [match for line in handle if (match := _TRAINER_ERROR.search(line.rstrip("\n")))]
+        if matches:
+            return f"{matches[-1].group(2)} ({matches[-1].group(1)}, {path})"
+    return None
+
+
 def headline(layout: RunPaths) -> str:
     """The last epoch's record of training_history.json in one line (epoch, step and validation metrics)."""
     if not layout.history.is_file():
@@ -118,6 +132,9 @@ def status_report(run: str, save_dir: str, lines: int) -> str:
     if records:
         job_log = Path(records[-1]["logs"]) / f"{records[-1]['job_id']}_0_log.err"
         logs += [job_log] if job_log.is_file() else []
+    cause = None if layout.done.exists() else trainer_error(logs[::-1])  # the last job's own log first
+    if cause is not None:
+        out.insert(1, f"trainer error: {cause}")
     for path in logs:
         out.append(f"last {lines} lines of {path}:")
         out += ["  " + line.rstrip("\n") for line in _tail(path, lines)]

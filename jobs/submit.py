@@ -26,8 +26,9 @@ from jobs.executors import RunFailedError, Submitted
 from jobs.knobs import JobError, JobOptions, add_knob_flags, resolve_knobs
 from jobs.launch import LaunchSpec
 from jobs.plans import (
-    DEFAULT_CONFIGS, RunPlan, launch_spec, plan_chain, plan_single, plan_sweep, sweep_points, validate_plans,
+    DEFAULT_CONFIGS, RunPlan, launch_spec, plan_chain, plan_single, plan_sweep, sweep_points,
 )
+from jobs.run_guard import claim_run_dirs, validate_plans
 from jobs.status import status_report, summary
 from lib.config import CheckpointConfig, ConfigError
 
@@ -96,15 +97,16 @@ def _submit(args: argparse.Namespace, plans: list[RunPlan], specs: list[LaunchSp
             options: JobOptions) -> int:
     """Submit (or run locally), print what was submitted; wait and summarise when asked or local."""
     submitted: list[Submitted] = []
-    if executor == "local":
-        for plan, spec in zip(plans, specs):
-            print(f"running {plan.kind} run {plan.run_name!r} locally; logs in {plan.layout.logs}", flush=True)
-            submitted.append(executors.run_local(plan, spec))
-    elif args.command == "sweep":
-        folder, job_name = _sweep_folder(plans)
-        submitted = executors.submit_slurm_array(plans, specs, folder, job_name)
-    else:
-        submitted = executors.submit_slurm(plans, specs)
+    with claim_run_dirs(plans, options.force):
+        if executor == "local":
+            for plan, spec in zip(plans, specs):
+                print(f"running {plan.kind} run {plan.run_name!r} locally; logs in {plan.layout.logs}", flush=True)
+                submitted.append(executors.run_local(plan, spec))
+        elif args.command == "sweep":
+            folder, job_name = _sweep_folder(plans)
+            submitted = executors.submit_slurm_array(plans, specs, folder, job_name)
+        else:
+            submitted = executors.submit_slurm(plans, specs)
     for item in submitted:
         after = f", after job {submitted[item.plan.after].job_id} (afterok)" if item.plan.after is not None else ""
         done = "submitted" if item.executor == "slurm" else "ran"

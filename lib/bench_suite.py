@@ -29,7 +29,7 @@ import torch
 
 from lib.bench_train import build_model, count_flops, run_benchmark, synthetic_batches, training_batches
 from lib.config import ROOTS, load_config
-from lib.data.build import build_loader
+from lib.data.build import build_loader, run_extras
 from lib.engine.optim import build_optimizer
 from lib.engine.trainer import AMP_DTYPES
 from lib.io.atomic import atomic_write_text
@@ -97,7 +97,7 @@ def cuda_step_fits(cfg: Any, kind: str, device: torch.device) -> Callable[[int],
     def fits(batch_size: int) -> bool:
         torch.cuda.reset_peak_memory_stats(device)
         try:
-            batch = next(synthetic_batches(batch_size, device))
+            batch = next(synthetic_batches(batch_size, device, run_extras(cfg)))
             with torch.autocast("cuda", dtype=AMP_DTYPES["bf16"]):
                 loss = model(batch)[0]
             loss.backward()
@@ -145,7 +145,7 @@ def measure_kind(kind: str, args: argparse.Namespace, data: str, device: torch.d
         row_cfg = _config(kind, args, data, device, f"training.compile={str(compiled).lower()}",
                           f"data.batch_size={batch}")
         model = build_model(row_cfg, kind).to(device)
-        flops = flops or count_flops(model, kind, device).forward_backward
+        flops = flops or count_flops(row_cfg, model, kind, device).forward_backward
         figures = run_benchmark(row_cfg, model, training_batches(row_cfg, False, device), steps, warmup, device)
         tflops = figures["events_per_s"] * flops / 1e12
         rows.append(SuiteRow(kind, compiled, batch, figures["events_per_s"], tflops, tflops / peak if peak else None,

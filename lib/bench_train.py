@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from lib.config import ROOTS, load_config
-from lib.data.build import build_loader
+from lib.data.build import build_loader, run_extras
+from lib.data.stream import TIME_WEIGHT
 from lib.engine.optim import build_optimizer
 from lib.engine.trainer import AMP_DTYPES
 from lib.geometry import N_SENSORS
@@ -38,18 +39,23 @@ FLOP_COUNT_EVENTS = 2
 """Events of the batch whose FLOPs are counted (the count is per event and does not depend on it)."""
 
 
-def synthetic_batches(batch_size: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless random batches shaped like the loader's (all sensors valid, plausible value ranges)."""
+def synthetic_batches(batch_size: int, device: torch.device,
+                      extras: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless random batches shaped like the loader's (all sensors valid, plausible value ranges),
+    with a time-loss weight when `extras` (the run's `run_extras`) has one."""
     generator = torch.Generator().manual_seed(0)
     while True:
         x = torch.rand(batch_size, N_SENSORS, 2, generator=generator)
         valid = torch.ones(batch_size, N_SENSORS, dtype=torch.bool)
+        weight = ({TIME_WEIGHT: 40 * torch.rand(batch_size, N_SENSORS, generator=generator)}
+                  if TIME_WEIGHT in extras else {})
         truth = {"energyTruth": 0.015 + 0.045 * torch.rand(batch_size, generator=generator),
                  "timeTruth": 1e-9 * torch.rand(batch_size, generator=generator),
                  "uvwTruth": 10 * torch.randn(batch_size, 3, generator=generator),
                  "emiAng": 90 + 10 * torch.randn(batch_size, 2, generator=generator),
                  "emiVec": torch.nn.functional.normalize(torch.randn(batch_size, 3, generator=generator), dim=1)}
-        yield {k: v.to(device) for k, v in {"x": x, "npho_valid": valid, "time_valid": valid, **truth}.items()}
+        batch = {"x": x, "npho_valid": valid, "time_valid": valid, **weight, **truth}
+        yield {k: v.to(device) for k, v in batch.items()}
 
 
 def loader_batches(loader: Any) -> Iterator[dict[str, torch.Tensor]]:
@@ -102,9 +108,9 @@ def model_parts(model: nn.Module, kind: str) -> dict[str, list[nn.Module]]:
     return parts
 
 
-def count_flops(model: nn.Module, kind: str, device: torch.device) -> StepFlops:
-    """FLOPs per event of one training step of `model` (on `device`, fp32, synthetic events)."""
-    batch = next(synthetic_batches(FLOP_COUNT_EVENTS, device))
+def count_flops(cfg: Any, model: nn.Module, kind: str, device: torch.device) -> StepFlops:
+    """FLOPs per event of one training step of the run's `model` (on `device`, fp32, synthetic events)."""
+    batch = next(synthetic_batches(FLOP_COUNT_EVENTS, device, run_extras(cfg)))
     flops = count_step_flops(lambda: model(batch)[0], model_parts(model, kind), FLOP_COUNT_EVENTS)
     model.zero_grad(set_to_none=True)
     return flops
@@ -160,7 +166,7 @@ def time_steps(cfg: Any, model: nn.Module, batches: Iterator[dict[str, Any]], st
 def training_batches(cfg: Any, synthetic: bool, device: torch.device) -> Iterator[dict[str, Any]]:
     """Endless batches on `device`: synthetic, or the configured training data (pinned prefetch on CUDA)."""
     if synthetic:
-        return synthetic_batches(cfg.data.batch_size, device)
+        return synthetic_batches(cfg.data.batch_size, device, run_extras(cfg))
     return prefetch_to_device(loader_batches(build_loader(cfg, "train", 0, 1)), device)
 
 
@@ -216,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"config {args.config} ({args.kind}), amp {cfg.training.amp}, compile {cfg.training.compile}, "
           f"torch threads {torch.get_num_threads()}")
     model = build_model(cfg, args.kind).to(device)
-    print(format_flops(model, count_flops(model, args.kind, device)))
+    print(format_flops(model, count_flops(cfg, model, args.kind, device)))
     if args.steps > 0:
         batches = training_batches(cfg, args.synthetic, device)
         figures = run_benchmark(cfg, model, batches, args.steps, args.warmup, device)

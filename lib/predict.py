@@ -3,7 +3,8 @@
     python -m lib.predict --checkpoint artifacts/<run>/checkpoints/best.pt --input DATA --out FILE.root
 
 DATA is a file, directory, glob or list, read with the run's data settings (tree and branch
-names) and normalized with the normalization stored in the checkpoint. The output has the
+names, workers; lib.data.build.prediction_loader) and normalized with the normalization stored
+in the checkpoint. The output has the
 same layout as the run's predictions/predictions_val.root; truth columns are NaN for tasks
 whose truth branches the input lacks.
 """
@@ -18,10 +19,10 @@ from typing import Sequence
 import torch
 
 from lib.config import RegressorConfig, load_resolved
-from lib.data.files import DataError, expand_inputs
-from lib.data.loader import EventLoader
-from lib.engine import CheckpointError
-from lib.evaluation.inference import checkpoint_weights, collect_predictions
+from lib.data.build import prediction_loader
+from lib.data.files import DataError
+from lib.engine import CheckpointError, evaluation_weights
+from lib.evaluation.inference import collect_predictions
 from lib.evaluation.prediction_files import write_regression_predictions
 from lib.normalization import describe
 from lib.recipes.finetune import build_regressor
@@ -32,18 +33,15 @@ log = logging.getLogger(__name__)
 
 def predict(checkpoint: Path, inputs: Sequence[str], out: Path, batch_size: int, device: str) -> dict[str, float]:
     """Write predictions of the regressor in `checkpoint` for `inputs` to `out`; returns metrics where truth exists."""
-    config, weights = checkpoint_weights(checkpoint)
+    config, weights = evaluation_weights(checkpoint)
     if config.get("tasks") is None:
         raise CheckpointError(f"{checkpoint} is not a regressor checkpoint (no tasks in its config); "
                               "lib.predict runs checkpoints of lib.train_regressor")
     cfg = load_resolved(config, RegressorConfig)
     model = build_regressor(cfg).to(device)
     model.load_state_dict(weights)
-    data = cfg.data
-    loader = EventLoader(expand_inputs(list(inputs), config_key="--input"), batch_size=batch_size,
-                         norm=cfg.normalization, tree_name=data.tree_name, npho_branch=data.npho_branch,
-                         time_branch=data.time_branch, shuffle=False, drop_last=False)
-    result = collect_predictions(model, loader, torch.device(device), cfg.normalization)
+    loader = prediction_loader(cfg, inputs, batch_size)
+    result = collect_predictions(model, loader, torch.device(device))
     tasks = dict(model.tasks.items())
     write_regression_predictions(
         out, run=result["run"], event=result["event"], truth=by_output(tasks, result["truth"]),
@@ -67,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=256, help="events per forward pass")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         predict(args.checkpoint, args.input, args.out, args.batch_size, args.device)

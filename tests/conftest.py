@@ -8,6 +8,8 @@ import pytest
 
 from lib.geometry import N_SENSORS
 
+pytest_plugins = ["tests.slurm.availability"]  # `slurm` tests: skipped without a cluster, failed in CI
+
 # per-event shapes of the truth branches the real files carry
 TRUTH_SHAPES = {
     "energyTruth": (), "timeTruth": (), "uvwTruth": (3,), "xyzTruth": (3,),

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from lib.config.cli import COMMON_FLAGS, build_arg_parser, cli_values, parse_args
-from lib.config.loader import ConfigError, load_config, migrate_legacy, read_yaml, validate_data
+from lib.config.geometry_schema import GeometryConfig
+from lib.config.load import ConfigError, load_config, migrate_legacy, read_yaml, validate_data
 from lib.config.model_schema import ModelConfig, RegressorModelConfig
 from lib.config.normalization_schema import NormalizationConfig
 from lib.config.task_schema import TASK_SPECS, TaskConfig, TasksConfig, parse_tasks
@@ -46,6 +47,7 @@ __all__ = [
     "DistributedConfig",
     "EMAConfig",
     "EarlyStoppingConfig",
+    "GeometryConfig",
     "MAEConfig",
     "RegressorConfig",
     "MLflowConfig",

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from lib.config.loader import ConfigError, load_config
+from lib.config.load import ConfigError, load_config
 from lib.config.schema import MAEConfig, RunConfig
 
 COMMON_FLAGS: dict[str, str] = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lib.config.loader import ConfigError, Sources, read_yaml
+from lib.config.load import ConfigError, Sources, read_yaml
 
 EXTENDS_KEY = "extends"
 

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel
 
 from lib.io.atomic import atomic_write_text
-from lib.config.loader import migrate_legacy, read_yaml, validate_data
+from lib.config.load import migrate_legacy, read_yaml, validate_data
 from lib.config.schema import MAEConfig, RunConfig
 
 
@@ -33,7 +33,12 @@ def to_dict(cfg: BaseModel) -> dict[str, Any]:
 
 def dump_yaml(cfg: BaseModel) -> str:
     """The config as YAML text, sections in schema order."""
-    return yaml.dump(to_dict(cfg), Dumper=_ResolvedDumper, sort_keys=False, default_flow_style=False)
+    return dump_data_yaml(to_dict(cfg))
+
+
+def dump_data_yaml(data: Mapping[str, Any]) -> str:
+    """Plain config data as YAML text in the layout of dump_yaml (keys in the given order)."""
+    return yaml.dump(dict(data), Dumper=_ResolvedDumper, sort_keys=False, default_flow_style=False)
 
 
 def write_resolved(cfg: BaseModel, path: str | Path) -> Path:

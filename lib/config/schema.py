@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lib.config.geometry_schema import GeometryConfig
 from lib.config.model_schema import ModelConfig, RegressorModelConfig
 from lib.config.normalization_schema import NormalizationConfig
 from lib.config.task_schema import TasksConfig, parse_tasks
@@ -20,12 +21,19 @@ from lib.config.task_schema import TasksConfig, parse_tasks
 SCHEMA_VERSION = 1
 REFERENCE_BATCH_SIZE = 256  # the base lr is quoted for this effective batch size
 
-# Legacy flat keys -> their current place (dotted keys). Applied with a deprecation warning.
+# Legacy keys -> their current place (dotted keys). Applied with a deprecation warning, in this
+# order: where two legacy keys name one current key, the earlier one wins over the later.
 LEGACY_KEYS: dict[str, str] = {
+    "training.time_weight": "training.time.weight",  # the research code's own legacy keys
+    "model.time_mask_ratio_scale": "training.time.mask_ratio_scale",
     "training.time_mask_ratio_scale": "training.time.mask_ratio_scale",
-    "training.npho_threshold": "training.time.npho_threshold",
+    "training.time.npho_threshold": "normalization.npho_threshold",
+    "training.npho_threshold": "normalization.npho_threshold",
     "training.use_npho_time_weight": "training.time.use_npho_weight",
 }
+# Legacy keys that were a setting of their own (the loss's time threshold, beside the loader's)
+# and now share their current key: given next to it, they must have its value (else a ConfigError).
+MERGED_KEYS = frozenset({"training.time.npho_threshold", "training.npho_threshold"})
 
 # Names people commonly type for a key -> the key's real name; used only to suggest a fix.
 KEY_SYNONYMS: dict[str, str] = {
@@ -113,10 +121,9 @@ class TimeLossConfig(Section):
 
     mask_ratio_scale: float = Field(1.0, gt=0.0)
     """Time-channel mask ratio relative to training.mask_ratio."""
-    npho_threshold: float = Field(100.0, ge=0.0)
-    """Time is learned only on sensors with npho above this (raw photons)."""
     use_npho_weight: bool = False
-    """Weight the time loss per sensor by its npho."""
+    """Weight the time loss per sensor by sqrt(raw npho) (the loader computes it). Time is learned
+    only on time-valid sensors: raw npho >= normalization.npho_threshold."""
     weight: float = Field(1.0, ge=0.0)
     """Weight of the time loss relative to the npho loss."""
 
@@ -280,6 +287,7 @@ class RunConfig(Section):
 
     schema_version: int = SCHEMA_VERSION
     data: DataConfig = DataConfig()
+    geometry: GeometryConfig = GeometryConfig()
     normalization: NormalizationConfig = NormalizationConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()

@@ -35,6 +35,9 @@ TASK_SPECS: dict[str, TaskSpec] = {
     "angle": TaskSpec("emiAng", ("theta", "phi"), ("deg", "deg"), vector_key="emiVec"),
 }
 
+RESEARCH_TASK_NAMES: dict[str, str] = {"angle": "angle", "energy": "energy", "timing": "timing", "uvwFI": "position"}
+"""Task names of the research code (weiyuanli-icepp/xec-ml-wl) -> ours."""
+
 
 class TaskConfig(BaseModel):
     """Settings of one regression task (its loss, weight, target scaling and head size)."""
@@ -86,6 +89,8 @@ def _normalize_selection(value: Any) -> dict[str, Any]:
         if name not in TASK_SPECS:
             nearest = difflib.get_close_matches(str(name), list(TASK_SPECS), n=1)
             hint = f"; did you mean '{nearest[0]}'?" if nearest else ""
+            if name in RESEARCH_TASK_NAMES:
+                hint = f"; did you mean '{RESEARCH_TASK_NAMES[name]}'? ('{name}' is the research code's name)"
             raise ValueError(f"tasks: unknown task '{name}'; known tasks are {sorted(TASK_SPECS)}{hint}")
     return {name: {} if settings is None else settings for name, settings in entries.items()}
 

@@ -28,11 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.config.schema import DataConfig
+from lib.config.schema import DataConfig, MAEConfig
+from lib.data.build import build_loader
 from lib.data.files import FileInfo, common_truth_branches, expand_inputs, inspect_files, open_root
 from lib.data.loader import EventLoader
 from lib.data.plan import file_chunks
 from lib.data.readers import ChunkReader
+from lib.io.atomic import atomic_write
 from lib.normalization import NormalizationConfig, normalize
 
 DEFAULTS = DataConfig()
@@ -105,9 +107,13 @@ def write_npz_copies(infos: Sequence[FileInfo], branches: Sequence[str], out_dir
         dtypes = {b: info.branches[b].dtype for b in branches}
         with ChunkReader([info], DEFAULTS.tree_name, dtypes) as reader:
             arrays = reader.read(0, 0, info.n_entries)
-        paths.append(out_dir / f"{info.path.stem}.npz")
-        np.savez(paths[-1], **arrays)
+        paths.append(atomic_write(out_dir / f"{info.path.stem}.npz", functools.partial(_savez, arrays=arrays)))
     return paths
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as file:  # a file object: np.savez appends no ".npz" to the name
+        np.savez(file, **arrays)
 
 
 def normalize_rate(batch_size: int, repeat: int) -> float:
@@ -130,11 +136,9 @@ def normalize_rate(batch_size: int, repeat: int) -> float:
 def compare(label: str, infos: Sequence[FileInfo], branches: Sequence[str], args: argparse.Namespace) -> str:
     """One output line: median [min-max] rates of (a) and (b), the cores (b) kept busy (CPU
     time of this process / wall time), and the ratio of the medians."""
-    loader = EventLoader(
-        [i.path for i in infos], batch_size=args.batch_size, norm=NormalizationConfig(), num_workers=args.workers,
-        tree_name=DEFAULTS.tree_name, npho_branch=DEFAULTS.npho_branch, time_branch=DEFAULTS.time_branch,
-        truth_branches=[b for b in branches if b not in INPUTS], shuffle_buffer=DEFAULTS.shuffle_buffer,
-    )  # fmt: skip
+    data = DataConfig(train_path=[str(i.path) for i in infos], batch_size=args.batch_size, num_workers=args.workers,
+                      truth_branches=[b for b in branches if b not in INPUTS])
+    loader = build_loader(MAEConfig(data=data), "train", 0, 1)
     read = PlainReader(infos, branches, args.batch_size)
     epoch = functools.partial(loader_epoch, loader)
     read(), epoch()  # warm-up: file cache, imports, allocator

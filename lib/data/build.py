@@ -1,46 +1,53 @@
-"""Build the train / validation loaders of a run from its resolved config."""
+"""The config -> loader mapping: every EventLoader (training, validation, evaluation, benchmarks,
+lib.predict) is built here from a run config's `data` and `normalization` sections."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from lib.data.files import DataError, FileInfo, expand_inputs, open_root
 from lib.data.loader import EventLoader
+from lib.data.stream import TIME_WEIGHT
 
 
-def build_loader(cfg: Any, split: str, rank: int, world_size: int) -> EventLoader | None:
+def run_extras(cfg: Any) -> tuple[str, ...]:
+    """Extra batch columns the run's training needs: the time-loss weight with training.time.use_npho_weight."""
+    return (TIME_WEIGHT,) if cfg.training.time.use_npho_weight else ()
+
+
+def build_loader(cfg: Any, split: str, rank: int, world_size: int, *,
+                 extras: Sequence[str] = ()) -> EventLoader | None:
     """EventLoader for `split` ("train" or "val") of `cfg` on this rank; None when val_path is unset.
 
-    Every file is opened and checked here (paths, branches, sensor counts), so bad input
-    fails before any model is built.
+    "train" is a training loader (shuffled, full batches), "val" an evaluation loader (every
+    event in file order); both carry `run_extras(cfg)` and the `extras` asked for here (e.g.
+    the raw inputs for the classical baseline). Every file is opened and checked here (paths,
+    branches, sensor counts), so bad input fails before any model is built.
     """
-    data = cfg.data
     train = split == "train"
-    paths = data.train_path if train else data.val_path
+    paths = cfg.data.train_path if train else cfg.data.val_path
     if paths is None:
         if train:
             raise DataError("data.train_path is not set; give it in the config or with --train_path")
         return None
     return EventLoader(
-        expand_inputs(paths, config_key=f"data.{split}_path"),
-        batch_size=data.batch_size,
-        norm=cfg.normalization,
-        tree_name=data.tree_name,
-        npho_branch=data.npho_branch,
-        time_branch=data.time_branch,
-        truth_branches=data.truth_branches,
-        shuffle=train,
-        shuffle_buffer=data.shuffle_buffer,
-        num_workers=data.num_workers,
-        seed=cfg.training.seed,
-        rank=rank,
-        world_size=world_size,
-        in_memory=data.in_memory,
-        steps_per_epoch=data.steps_per_epoch if train else None,
-        max_events=data.max_events if train else data.max_val_events,
-        drop_last=train,
+        expand_inputs(paths, config_key=f"data.{split}_path"), cfg.data, cfg.normalization,
+        role="train" if train else "eval", rank=rank, world_size=world_size, seed=cfg.training.seed,
+        extras=tuple(dict.fromkeys([*run_extras(cfg), *extras])),
     )
+
+
+def prediction_loader(cfg: Any, paths: Sequence[str], batch_size: int, extras: Sequence[str] = ()) -> EventLoader:
+    """Evaluation loader over any `paths` (lib.predict's --input) with the run's data settings
+    (tree, branches, workers), `batch_size` events per batch, every event, streamed, and the
+    truth branches the input has in common."""
+    data = cfg.data.model_copy(
+        update={"batch_size": batch_size, "max_val_events": None, "in_memory": False, "truth_branches": None}
+    )
+    return EventLoader(expand_inputs(list(paths), config_key="--input"), data, cfg.normalization, role="eval",
+                       extras=extras)
 
 
 def read_branches(files: list[FileInfo], names: list[str], tree_name: str) -> dict[str, np.ndarray]:

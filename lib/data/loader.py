@@ -1,21 +1,22 @@
-"""`EventLoader`: the one data loader the training engine uses.
+"""`EventLoader`: the one data loader of training, evaluation and prediction (built from the
+config by lib.data.build).
 
-Steps per epoch (identical on every rank, no communication): every rank builds every
-rank's plan from the per-file entry counts (after `max_events`). Rank r's chunks are
-dealt round-robin to S streams (S = max(1, num_workers); 1 in memory), stream w of
-rank r holds n_rw events, and
+Steps per epoch of a "train" loader (identical on every rank, no communication): every
+rank builds every rank's plan from the per-file entry counts (after `max_events`). Rank
+r's chunks are dealt round-robin to S streams (S = max(1, num_workers); 1 in memory),
+stream w of rank r holds n_rw events, and
 
     steps_per_epoch = min over r of  sum over w of  floor(n_rw / batch_size)
 
 unless a smaller `steps_per_epoch` is given. Each stream drops fewer than batch_size
 events per epoch (which ones changes with the epoch when shuffling).
 
-With `drop_last=False` (validation and prediction, never training) every event of the
-rank is delivered: after its full batches each stream yields its leftover (< batch_size
-events) as one last, partial batch, and len(loader) is this rank's own number of batches,
-sum over w of ceil(n_rw / batch_size), 0 for a rank without events. It may differ between
-ranks, so such a loader must not drive per-step collectives (evaluation gathers once at
-the end); it cannot be combined with `steps_per_epoch`.
+An "eval" loader (validation and prediction, never training) delivers every event of the
+rank: after its full batches each stream yields its leftover (< batch_size events) as one
+last, partial batch, and len(loader) is this rank's own number of batches, sum over w of
+ceil(n_rw / batch_size), 0 for a rank without events. It may differ between ranks, so
+such a loader must not drive per-step collectives (evaluation gathers once at the end);
+`steps_per_epoch` does not apply to it.
 
 Order: with shuffle, each stream shuffles its chunk order and then the events within
 windows of >= shuffle_buffer events (leftovers carry into the next window), all from
@@ -34,11 +35,12 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from torch.utils.data import DataLoader
 
+from lib.config.schema import DataConfig
 from lib.data.files import (
     DataError,
     FileInfo,
@@ -58,30 +60,34 @@ from lib.data.plan import (
     worker_assignments,
 )
 from lib.data.readers import BatchRecycler, ChunkReader, Columns, Pool, batch_dtype
-from lib.data.stream import THREADS, Batch, StreamDataset, StreamSpec, epoch_rng, in_order, load_chunk, to_batch
+from lib.data.stream import (
+    EXTRA_COLUMNS, THREADS, Batch, StreamDataset, StreamSpec, epoch_rng, in_order, load_chunk, to_batch,
+)
 from lib.normalization import NormalizationConfig
 
 logger = logging.getLogger(__name__)
 
 PathSpec = str | os.PathLike | Sequence[str | os.PathLike]
 _LAYOUT_KEYS = ("seed", "steps_per_epoch", "n_events", "world_size", "streams", "shuffle", "drop_last")
+Role = Literal["train", "eval"]
+ROLES = ("train", "eval")
 
 
-def _check_arguments(
-    batch_size: int, shuffle_buffer: int, num_workers: int, rank: int, world_size: int,
-    steps_per_epoch: int | None, drop_last: bool,
-) -> None:  # fmt: skip
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if shuffle_buffer < 0 or num_workers < 0:
-        raise ValueError(f"shuffle_buffer and num_workers must be >= 0, got {shuffle_buffer} and {num_workers}")
+def _check_arguments(role: str, rank: int, world_size: int, extras: Sequence[str]) -> None:
+    if role not in ROLES:
+        raise ValueError(f"loader role must be one of {ROLES}, got {role!r}")
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
-    if steps_per_epoch is not None and not drop_last:
-        raise DataError(
-            f"steps_per_epoch={steps_per_epoch} with drop_last=False: a loader that delivers every event "
-            "(validation, prediction) has no step limit; leave steps_per_epoch unset or use drop_last=True"
-        )
+    unknown = [name for name in extras if name not in EXTRA_COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown extra loader column(s) {unknown}; choose from {list(EXTRA_COLUMNS)}")
+
+
+def _check_no_clash(extras: Sequence[str], truth_branches: Sequence[str]) -> None:
+    clashes = [name for name in extras if name in truth_branches]
+    if clashes:
+        raise DataError(f"truth branch(es) {clashes} have the names of the loader's extra columns; "
+                        "rename them or leave them out of data.truth_branches")
 
 
 def _entries_used(infos: Sequence[FileInfo], max_events: int | None) -> list[int]:
@@ -134,77 +140,81 @@ class EventLoader:
     """Batches of normalized events from ROOT / npz shards, sharded over ranks and workers.
 
     Yields dicts with "x" (B, n_sensors, 2) float32, "npho_valid" / "time_valid"
-    (B, n_sensors) bool and one tensor per truth branch (float32, or int64 for integer
-    branches such as run / event), exactly `len(self)` per epoch: the same number on every
-    rank, or with `drop_last=False` every event of this rank in this rank's own number of
-    batches (see the module docstring). `shuffle_buffer=0` or `shuffle=False` keeps the
-    file order; `in_memory` loads this rank's events once (normalized) and shuffles them
-    fully, without workers.
+    (B, n_sensors) bool, the `extras` asked for (see `lib.data.stream.EXTRA_COLUMNS`) and
+    one tensor per truth branch (float32, or int64 for integer branches such as run / event).
+
+    `data` is the config section (branches, batch size, workers, shuffle buffer, in-memory,
+    event and step limits); `role` says what the loader is for:
+      "train": shuffled (unless data.shuffle_buffer is 0), full batches only, exactly
+               `len(self)` per epoch on every rank; data.max_events and data.steps_per_epoch apply;
+      "eval":  file order, every event of this rank in this rank's own number of batches,
+               the last ones partial (see the module docstring); data.max_val_events applies.
+    `in_memory` loads this rank's events once (normalized) and shuffles them fully, without workers.
     """
 
     def __init__(
         self,
         paths: PathSpec,
-        *,
-        batch_size: int,
+        data: DataConfig,
         norm: NormalizationConfig,
-        tree_name: str = "tree",
-        npho_branch: str = "npho",
-        time_branch: str = "relative_time",
-        truth_branches: list[str] | None = None,
-        shuffle: bool = True,
-        shuffle_buffer: int = 8192,
-        num_workers: int = 0,
-        seed: int = 0,
+        *,
+        role: Role,
         rank: int = 0,
         world_size: int = 1,
-        in_memory: bool = False,
-        steps_per_epoch: int | None = None,
-        max_events: int | None = None,
-        drop_last: bool = True,
+        seed: int = 0,
+        extras: Sequence[str] = (),
     ):
-        _check_arguments(batch_size, shuffle_buffer, num_workers, rank, world_size, steps_per_epoch, drop_last)
-        inputs = [npho_branch, time_branch]
-        infos, self.truth_branches = _usable_files(paths, tree_name, inputs, truth_branches)
-        used = _entries_used(infos, max_events)
+        train = role == "train"
+        _check_arguments(role, rank, world_size, extras)
+        inputs = [data.npho_branch, data.time_branch]
+        infos, self.truth_branches = _usable_files(paths, data.tree_name, inputs, data.truth_branches)
+        _check_no_clash(extras, self.truth_branches)
+        used = _entries_used(infos, data.max_events if train else data.max_val_events)
         self.files = [i for i, n in zip(infos, used) if n > 0]
         used = [n for n in used if n > 0]
         self.n_events = sum(used)
-
+        batch_size = data.batch_size
         per_file = [
             file_chunks(k, info.boundaries if info.kind == "root" else fixed_boundaries(n, batch_size), n, batch_size)
             for k, (info, n) in enumerate(zip(self.files, used))
         ]
         if len(per_file) < world_size:
             logger.warning("only %d input file(s) for %d ranks: sharding by entry ranges", len(per_file), world_size)
-        if in_memory and num_workers:
-            logger.info("data: in_memory ignores num_workers=%d (batches are sliced in the main process)", num_workers)
-        n_streams = 1 if in_memory else max(1, num_workers)
+        if data.in_memory and data.num_workers:
+            logger.info("data: in_memory ignores num_workers=%d (batches are sliced in the main process)",
+                        data.num_workers)
+        n_streams = 1 if data.in_memory else max(1, data.num_workers)
         plans = [stream_chunks(rank_chunks(per_file, r, world_size), n_streams) for r in range(world_size)]
-        self._capacities = stream_capacities(plans[rank], batch_size, drop_last)
-        if drop_last:
-            self.steps_per_epoch = _steps_per_epoch(plans, batch_size, steps_per_epoch, self.n_events)
+        self._capacities = stream_capacities(plans[rank], batch_size, drop_last=train)
+        if train:
+            self.steps_per_epoch = _steps_per_epoch(plans, batch_size, data.steps_per_epoch, self.n_events)
         else:
             self.steps_per_epoch = int(self._capacities.sum())
-        self.batch_size, self.num_workers, self.in_memory = batch_size, num_workers, in_memory
-        self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle and shuffle_buffer > 0
-        self.drop_last, self.epoch, self.batches_done = drop_last, 0, 0
+        self.batch_size, self.num_workers, self.in_memory = batch_size, data.num_workers, data.in_memory
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.shuffle, self.drop_last = train and data.shuffle_buffer > 0, train
+        self.epoch, self.batches_done = 0, 0
         self._memory: list[Columns] | None = None
         self._workers: DataLoader | None = None
         self._recycler = BatchRecycler()  # batch arrays of the in-memory mode
-        branch_dtypes = {n: batch_dtype(self.files[0].branches[n]) for n in self.truth_branches}
-        branch_dtypes.update({name: np.dtype(np.float32) for name in inputs})
-        self._spec = StreamSpec(
-            files=self.files, tree_name=tree_name, npho_branch=npho_branch, time_branch=time_branch,
-            branch_dtypes=branch_dtypes, norm=norm, batch_size=batch_size, shuffle=self.shuffle,
-            window_events=shuffle_buffer if self.shuffle else 0, drop_last=drop_last, seed=seed, rank=rank,
-            streams=plans[rank],
-        )  # fmt: skip
+        self._spec = self._stream_spec(data, norm, inputs, plans[rank], tuple(extras))
         self._dataset = StreamDataset(self._spec)
         logger.info(
             "data: %d files, %d events, rank %d/%d, %d streams, %d steps of %d per epoch%s%s",
             len(self.files), self.n_events, rank, world_size, n_streams, self.steps_per_epoch, batch_size,
-            "" if drop_last else " (last ones partial, every event)", " (in memory)" if in_memory else "",
+            "" if train else " (last ones partial, every event)", " (in memory)" if data.in_memory else "",
+        )  # fmt: skip
+
+    def _stream_spec(self, data: DataConfig, norm: NormalizationConfig, inputs: list[str],
+                     streams: list[list[Chunk]], extras: tuple[str, ...]) -> StreamSpec:
+        """What the streams of this rank need to produce its batches."""
+        branch_dtypes = {n: batch_dtype(self.files[0].branches[n]) for n in self.truth_branches}
+        branch_dtypes.update({name: np.dtype(np.float32) for name in inputs})
+        return StreamSpec(
+            files=self.files, tree_name=data.tree_name, npho_branch=data.npho_branch, time_branch=data.time_branch,
+            branch_dtypes=branch_dtypes, norm=norm, batch_size=data.batch_size, shuffle=self.shuffle,
+            window_events=data.shuffle_buffer if self.shuffle else 0, drop_last=self.drop_last, seed=self.seed,
+            rank=self.rank, streams=streams, extras=extras,
         )  # fmt: skip
 
     def __len__(self) -> int:

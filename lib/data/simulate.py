@@ -3,11 +3,9 @@ runs `python -m lib.sim ...` (same flags) after a deprecation warning."""
 from __future__ import annotations
 
 import logging
-import sys
+import runpy
 
 if __name__ == "__main__":
-    from lib.sim.__main__ import main
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("lib.sim").warning("`python -m lib.data.simulate` is deprecated; use `python -m lib.sim`")
-    sys.exit(main())
+    runpy.run_module("lib.sim", run_name="__main__", alter_sys=True)

@@ -3,9 +3,12 @@ IterableDataset that runs the streams in DataLoader workers.
 
 All decisions (which chunks, which events in which batch) come from `lib.data.plan`;
 this module reads the chunks a window needs and normalizes each one straight into its
-events' rows of the window's batches (one pass, no second copy to gather them). Each
-stream runs that in `THREADS` threads: uproot's decompression, numpy and the compiled
-normalization release the GIL, so a loader without worker processes uses two cores.
+events' rows of the window's batches (one pass, no second copy to gather them), together
+with the extra columns a use asks for (`EXTRA_COLUMNS`: the time-loss weight computed from
+raw npho, or the raw inputs themselves for evaluation), so that no later stage has to
+invert the normalization to recover a raw value. Each stream runs that in `THREADS`
+threads: uproot's decompression, numpy and the compiled normalization release the GIL, so
+a loader without worker processes uses two cores.
 """
 from __future__ import annotations
 
@@ -22,10 +25,16 @@ from torch.utils.data import IterableDataset, get_worker_info
 from lib.data.files import FileInfo
 from lib.data.plan import Chunk, Placement, chunk_offsets, stream_windows
 from lib.data.readers import BatchRecycler, ChunkReader, Columns, Pool, concat_columns
-from lib.normalization import NormalizationConfig, normalize, normalize_rows
+from lib.normalization import NormalizationConfig, normalize, normalize_rows, time_loss_weight
 
 Batch = dict[str, torch.Tensor]
 THREADS = 2  # per stream: chunks read and normalized at the same time
+TIME_WEIGHT = "time_weight"
+"""Batch column (B, sensors) float32: the time-loss weight sqrt(raw npho), 0 where time is invalid."""
+RAW_INPUTS = ("npho_raw", "time_raw")
+"""Batch columns (B, sensors) float32: the raw npho and time as read from the files."""
+EXTRA_COLUMNS = (TIME_WEIGHT, *RAW_INPUTS)
+"""Columns a loader adds to x / npho_valid / time_valid and the truth branches only when asked."""
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -55,12 +64,19 @@ def epoch_rng(seed: int, epoch: int, rank: int, stream: int) -> np.random.Genera
 Moves = list[tuple[int, np.ndarray, np.ndarray]]  # (output, source rows, destination rows): Placement.moves
 
 
-def model_columns(raw: Columns, npho_branch: str, time_branch: str, norm: NormalizationConfig) -> Columns:
+def model_columns(raw: Columns, npho_branch: str, time_branch: str, norm: NormalizationConfig,
+                  extras: Sequence[str] = ()) -> Columns:
     """The columns a batch carries, for raw rows: x / npho_valid / time_valid from the
-    input branches (see `lib.normalization.normalize`), the truth branches unchanged."""
+    input branches (see `lib.normalization.normalize`), the `extras` of EXTRA_COLUMNS and
+    the truth branches unchanged."""
     columns = dict(raw)
-    x, npho_valid, time_valid = normalize(columns.pop(npho_branch), columns.pop(time_branch), norm)
-    return {"x": x, "npho_valid": npho_valid, "time_valid": time_valid, **columns}
+    npho, time = columns.pop(npho_branch), columns.pop(time_branch)
+    x, npho_valid, time_valid = normalize(npho, time, norm)
+    batch = {"x": x, "npho_valid": npho_valid, "time_valid": time_valid}
+    if TIME_WEIGHT in extras:
+        batch[TIME_WEIGHT] = time_loss_weight(npho, time_valid)
+    batch.update({name: values for name, values in zip(RAW_INPUTS, (npho, time)) if name in extras})
+    return {**batch, **columns}
 
 
 @dataclass
@@ -94,18 +110,20 @@ def load_chunk(reader: ChunkReader, prepare: Callable[[Columns], Columns], chunk
 def scatter_chunk(
     reader: ChunkReader, spec: StreamSpec, scratch: BatchRecycler, chunk: Chunk, moves: Moves, outputs: list[Columns]
 ) -> None:
-    """Read `chunk` and put its events, normalized, at their places in `outputs`."""
+    """Read `chunk` and put its events, normalized and with the spec's extra columns, at their
+    places in `outputs`."""
     raw = reader.read(chunk.file, chunk.start, chunk.stop)
     npho, time = raw.pop(spec.npho_branch), raw.pop(spec.time_branch)
+    raw.update({name: values for name, values in zip(RAW_INPUTS, (npho, time)) if name in spec.extras})
     npho, time = npho.reshape(len(npho), -1), time.reshape(len(time), -1)
     transform = scratch.empty({"npho": npho[:0]}, len(npho))["npho"]
     targets = []
     for t, src, dst in moves:
-        out = outputs[t]
-        masks = (out["npho_valid"].reshape(len(out["x"]), -1), out["time_valid"].reshape(len(out["x"]), -1))
-        targets.append((src, dst, (out["x"], *masks)))
+        out, n = outputs[t], len(outputs[t]["x"])
+        arrays = [out[name].reshape(n, -1) for name in ("npho_valid", "time_valid", TIME_WEIGHT) if name in out]
+        targets.append((src, dst, (out["x"], *arrays)))
     normalize_rows(npho, time, spec.norm, targets, transform)
-    copy_rows(raw, moves, outputs)  # the truth branches
+    copy_rows(raw, moves, outputs)  # the truth branches and the raw inputs asked for
 
 
 def read_positions(reader: ChunkReader, chunks: Sequence[Chunk], positions: np.ndarray) -> Columns:
@@ -182,10 +200,12 @@ class StreamSpec:
     seed: int
     rank: int
     streams: list[list[Chunk]]
+    extras: tuple[str, ...] = ()
+    """Columns of EXTRA_COLUMNS the batches carry."""
 
     def prepare(self, raw: Columns) -> Columns:
-        """`model_columns` of raw rows with this spec's branches and normalization."""
-        return model_columns(raw, self.npho_branch, self.time_branch, self.norm)
+        """`model_columns` of raw rows with this spec's branches, normalization and extra columns."""
+        return model_columns(raw, self.npho_branch, self.time_branch, self.norm, self.extras)
 
     @property
     def template(self) -> Columns:
@@ -196,8 +216,9 @@ class StreamSpec:
             for name, dtype in self.branch_dtypes.items()
             if name not in (self.npho_branch, self.time_branch)
         }
+        extras = {name: np.empty((0, *sensors), np.float32) for name in EXTRA_COLUMNS if name in self.extras}
         return {"x": np.empty((0, *sensors, 2), np.float32), "npho_valid": np.empty((0, *sensors), bool),
-                "time_valid": np.empty((0, *sensors), bool), **truth}  # fmt: skip
+                "time_valid": np.empty((0, *sensors), bool), **extras, **truth}  # fmt: skip
 
     @property
     def sensor_shape(self) -> tuple[int, ...]:

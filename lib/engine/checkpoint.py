@@ -1,22 +1,24 @@
-"""Checkpoint files: atomic writes, validated loading, RNG capture, pruning and resume lookup.
+"""Checkpoint files: atomic writes, validated loading, pruning, resume lookup and the weights to evaluate.
 
-A checkpoint is a dict with `kind == CHECKPOINT_KIND`; the Trainer fills in model, optimizer,
-scheduler, scaler, EMA, per-rank RNG + data positions, counters, best metric, early-stopping
-state, MLflow run id, resolved config and schema version.
+A checkpoint is a dict with `kind == CHECKPOINT_KIND`, "schema_version" and the resolved
+"config", "model" (the trained weights), "ema" ({"module": shadow weights} when the run kept an
+EMA), the other stateful parts of the run and the train state (see CheckpointManager, which
+writes and reads them). Code outside the engine reads a checkpoint through `evaluation_weights`.
 """
 from __future__ import annotations
 
+import copy
 import logging
-import random
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
+from torch import Tensor
 
-from lib.config import flatten_config
+from lib.config import migrate_legacy
+from lib.config.compatibility import describe_differences, weight_defining_differences
 from lib.io.atomic import atomic_copy, atomic_write
-from lib.io.run_files import LAST_NAME
+from lib.io.run_files import CHECKPOINT_DIR, LAST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -57,57 +59,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def seed_everything(seed: int, rank: int = 0) -> None:
-    """Seed python, numpy and torch with `seed + rank` (distinct random streams per rank)."""
-    random.seed(seed + rank)
-    np.random.seed(seed + rank)
-    torch.manual_seed(seed + rank)
+def evaluation_state(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The weights to evaluate of a loaded checkpoint: the EMA shadow when the run kept one, else the model."""
+    ema = checkpoint.get("ema")
+    return ema["module"] if ema else checkpoint["model"]
 
 
-def capture_rng_state(device: torch.device) -> dict[str, Any]:
-    """Python, numpy, torch (and CUDA, on a CUDA device) generator states, storable with weights_only."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
-                  "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
-        "torch": torch.get_rng_state(),
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
-    """Inverse of `capture_rng_state`."""
-    random.setstate(state["python"])
-    np_state = state["numpy"]
-    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def check_resume_compatible(checkpoint: Mapping[str, Any], config: Mapping[str, Any], path: Path) -> None:
-    """Refuse to resume when the schema version or any model.* field differs from the checkpoint's."""
-    saved_config = checkpoint.get("config", {})
-    if checkpoint.get("schema_version") != config.get("schema_version"):
-        raise CheckpointError(
-            f"{path} was written with config schema_version {checkpoint.get('schema_version')}, "
-            f"this run uses {config.get('schema_version')}; start a new run instead of resuming"
-        )
-    saved_model = flatten_config(saved_config.get("model", {}), "model")
-    wanted_model = flatten_config(config.get("model", {}), "model")
-    keys = saved_model.keys() | wanted_model.keys()
-    differing = sorted(k for k in keys if saved_model.get(k) != wanted_model.get(k))
-    if differing:
-        details = "; ".join(
-            f"{k}: checkpoint={saved_model.get(k)!r}, config={wanted_model.get(k)!r}" for k in differing)
-        raise CheckpointError(
-            f"cannot resume from {path}: the model config differs ({details}); "
-            "use the checkpoint's model settings or start a new run"
-        )
+def evaluation_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(resolved config, weights to evaluate) of the checkpoint at `path` (see `evaluation_state`)."""
+    checkpoint = load_checkpoint(path)
+    return checkpoint["config"], evaluation_state(checkpoint)
 
 
 def prune_epoch_checkpoints(checkpoint_dir: Path, keep_last_n: int) -> list[Path]:
@@ -126,8 +87,28 @@ def find_resume_checkpoint(checkpoint_cfg: Any, run_dir: Path) -> Path | None:
             raise CheckpointError(f"checkpoint.resume_from={path} does not exist; give the path of a .pt checkpoint")
         return path
     if checkpoint_cfg.auto_resume:
-        last = Path(run_dir) / "checkpoints" / LAST_NAME
+        last = Path(run_dir) / CHECKPOINT_DIR / LAST_NAME
         if last.is_file():
             return last
         log.info("checkpoint.auto_resume: no %s yet, starting from scratch", last)
     return None
+
+
+def check_resume_compatible(checkpoint: Mapping[str, Any], config: Mapping[str, Any], path: Path) -> None:
+    """Refuse (CheckpointError) to resume `checkpoint` under the resolved `config` when the schema version or
+    any weight-defining key (lib.config.compatibility) differs; the message names every differing key with
+    both values. The checkpoint's config is read as today's schema reads it (legacy keys moved first)."""
+    if checkpoint.get("schema_version") != config.get("schema_version"):
+        raise CheckpointError(
+            f"{path} was written with config schema_version {checkpoint.get('schema_version')}, "
+            f"this run uses {config.get('schema_version')}; start a new run instead of resuming"
+        )
+    saved = copy.deepcopy(dict(checkpoint.get("config", {})))
+    migrate_legacy(saved, {})
+    differences = weight_defining_differences(saved, config)
+    if differences:
+        raise CheckpointError(
+            f"cannot resume from {path}: settings that define what its weights mean differ (checkpoint -> config: "
+            f"{describe_differences(differences)}); resume with the checkpoint's settings, or start a new run "
+            "(a new checkpoint.run_name) with these"
+        )

@@ -97,8 +97,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, training: Any, steps_per_e
         div_factor = 25.0
         final_div = (peak_lr / div_factor) / training.min_lr if training.min_lr > 0 else 1e4
         return OneCycleLR(
-            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps, pct_start=max(warmup_steps, 1) / total_steps,
-            div_factor=div_factor, final_div_factor=final_div, cycle_momentum=False,
+            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps,
+            pct_start=max(warmup_steps, 1) / total_steps, div_factor=div_factor, final_div_factor=final_div,
+            cycle_momentum=False,
         )
     if training.scheduler == "none":
         return LambdaLR(optimizer, lambda step: 1.0)

@@ -1,4 +1,4 @@
-"""What every training entry point does: parse -> resolve -> validate -> build -> train -> finish.
+"""What every training entry point does: parse -> resolve -> validate -> build -> train -> finish -> DONE.
 
 `lib.train_mae` and `lib.train_regressor` differ only in their config root and in the
 `build` / `finish` callbacks they pass to `run_training`. Expected failures (bad config,
@@ -8,23 +8,20 @@ a preemption signal ends it with PREEMPTED_EXIT_CODE after last.pt is written.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from lib.config import ConfigError, parse_args, to_dict
+from lib.config import ConfigError, parse_args
 from lib.data.build import build_loader
 from lib.data.files import DataError
-from lib.engine import (
-    CheckpointError, RunDirError, Trainer, broadcast_object, cleanup, find_resume_checkpoint, init_distributed,
-    load_checkpoint, prepare_run_dir, run_dir_path, seed_everything,
-)
-from lib.engine.checkpoint import check_resume_compatible
-from lib.engine.rundir import detach_log_file
-from lib.engine.distributed import DistInfo, wait_for_all_ranks
+from lib.engine.checkpoint import CheckpointError
+from lib.engine.checkpoint_manager import CheckpointManager
+from lib.engine.distributed import DistInfo, broadcast_object, cleanup, init_distributed, wait_for_all_ranks
 from lib.engine.preemption import Preempted
-from lib.engine.trainer import NonFiniteLossError
+from lib.engine.rng import seed_everything
+from lib.engine.rundir import RunDirError, detach_log_file, prepare_run_dir, run_dir_path
+from lib.engine.trainer import NonFiniteLossError, Trainer
+from lib.io.done_marker import write_done_marker
 from lib.io.exit_codes import PREEMPTED_EXIT_CODE, USAGE_ERROR_EXIT_CODE
-from lib.io.run_files import DONE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -47,25 +44,23 @@ def _same_run_name(cfg: Any) -> Any:
 
 
 def run_training(cfg: Any, build: BuildFn, finish: FinishFn) -> dict[str, Any]:
-    """Train `cfg`: validate data and resume point, create the run directory, fit, then `finish` (rank 0).
+    """Train `cfg`: validate resume point and data, create the run directory, fit, `finish`, then write DONE.
 
     build(cfg, dist, train_loader) -> (model, task); finish(cfg, dist, result, task, val_loader).
     """
     dist = init_distributed(cfg.distributed)
     try:
         cfg = _same_run_name(cfg)
-        resume = find_resume_checkpoint(cfg.checkpoint, run_dir_path(cfg))
-        if resume is not None:
-            check_resume_compatible(load_checkpoint(resume), to_dict(cfg), resume)
+        checkpoints = CheckpointManager(cfg, run_dir_path(cfg), dist)  # reads and checks the resume checkpoint
         train_loader = build_loader(cfg, "train", dist.rank, dist.world_size)
         val_loader = build_loader(cfg, "val", dist.rank, dist.world_size)
         seed_everything(cfg.training.seed, dist.rank)
         model, task = build(cfg, dist, train_loader)
-        run_dir = prepare_run_dir(cfg, dist, resuming=resume is not None)
-        result = Trainer(cfg, model, task, train_loader, val_loader, run_dir, dist).fit()
+        run_dir = prepare_run_dir(cfg, dist, resuming=checkpoints.resuming)
+        result = Trainer(cfg, model, task, train_loader, val_loader, run_dir, dist, checkpoints).fit()
         finish(cfg, dist, result, task, val_loader)
         if dist.is_main:
-            (Path(run_dir) / DONE_NAME).write_text("finished\n", encoding="utf-8")
+            write_done_marker(run_dir)
         wait_for_all_ranks()
         return result
     finally:

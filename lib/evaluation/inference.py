@@ -8,9 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lib.data.stream import RAW_INPUTS
 from lib.evaluation.classical import ClassicalBaseline
-from lib.engine import load_checkpoint
-from lib.normalization import denormalize
 from lib.tasks import gather_arrays, resolution_metrics
 
 log = logging.getLogger(__name__)
@@ -18,21 +17,20 @@ log = logging.getLogger(__name__)
 BASELINE_TRUTH = ("energyTruth", "uvwTruth", "timeTruth")
 
 
-def checkpoint_weights(path: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(resolved config, weights to evaluate: EMA when the run kept one) of an xecmae checkpoint."""
-    checkpoint = load_checkpoint(path)
-    weights = checkpoint["ema"]["module"] if checkpoint.get("ema") else checkpoint["model"]
-    return checkpoint["config"], weights
+def raw_inputs(batch: Mapping[str, torch.Tensor]) -> tuple[np.ndarray, ...]:
+    """Raw npho and time (N, 4760) float64 as read from the files, plus the validity masks, of a
+    batch of a loader built with the RAW_INPUTS extra columns."""
+    missing = [name for name in RAW_INPUTS if name not in batch]
+    if missing:
+        raise ValueError(f"the classical baseline needs the batch columns {missing}: build its loader with "
+                         f"extras=lib.data.stream.RAW_INPUTS (lib.data.build.build_loader)")
+    npho, time = (batch[name].double().numpy() for name in RAW_INPUTS)
+    return npho, time, batch["npho_valid"].numpy(), batch["time_valid"].numpy()
 
 
-def raw_inputs(batch: Mapping[str, torch.Tensor], norm: Any) -> tuple[np.ndarray, ...]:
-    """Raw npho and time (N, 4760) float64 plus the validity masks of a normalized batch."""
-    npho, time = denormalize(batch["x"].double(), norm)
-    return npho.numpy(), time.numpy(), batch["npho_valid"].numpy(), batch["time_valid"].numpy()
-
-
-def fit_baseline(loader: Any, norm: Any, max_events: int, cfg: Any = None) -> ClassicalBaseline | None:
-    """Calibrate the classical baseline on up to `max_events` events of `loader` (None without truth)."""
+def fit_baseline(loader: Any, max_events: int, cfg: Any = None) -> ClassicalBaseline | None:
+    """Calibrate the classical baseline on up to `max_events` events of `loader` (with the RAW_INPUTS
+    columns; None without truth)."""
     parts: dict[str, list[np.ndarray]] = {}
     seen = 0
     loader.set_epoch(0)
@@ -42,7 +40,7 @@ def fit_baseline(loader: Any, norm: Any, max_events: int, cfg: Any = None) -> Cl
         truth = {k: batch[k].numpy() for k in BASELINE_TRUTH if k in batch}
         if not truth:
             return None
-        for key, value in zip(("npho", "time", "npho_valid", "time_valid"), raw_inputs(batch, norm)):
+        for key, value in zip(("npho", "time", "npho_valid", "time_valid"), raw_inputs(batch)):
             parts.setdefault(key, []).append(value)
         for key, value in truth.items():
             parts.setdefault(key, []).append(value)
@@ -64,8 +62,8 @@ class PredictionCollector:
     per-epoch validation metrics and the final evaluation.
     """
 
-    def __init__(self, tasks: Mapping[str, Any], baseline: ClassicalBaseline | None = None, norm: Any = None):
-        self.tasks, self.baseline, self.norm = tasks, baseline, norm
+    def __init__(self, tasks: Mapping[str, Any], baseline: ClassicalBaseline | None = None):
+        self.tasks, self.baseline = tasks, baseline
         self._parts: dict[str, list[np.ndarray]] = {}
 
     def _add(self, key: str, value: Any) -> None:
@@ -88,7 +86,7 @@ class PredictionCollector:
                 self._add(f"sigma/{name}", task.predict_sigma(head).cpu().numpy())
         if self.baseline is not None:
             cpu_batch = {k: v.cpu() for k, v in batch.items()}
-            for name, value in self.baseline.predict(*raw_inputs(cpu_batch, self.norm)).items():
+            for name, value in self.baseline.predict(*raw_inputs(cpu_batch)).items():
                 self._add(f"baseline/{name}", value)
 
     def result(self, across_ranks: bool = False) -> dict[str, Any]:
@@ -118,12 +116,12 @@ class PredictionCollector:
 
 
 @torch.no_grad()
-def collect_predictions(model: nn.Module, loader: Any, device: torch.device, norm: Any,
+def collect_predictions(model: nn.Module, loader: Any, device: torch.device,
                         baseline: ClassicalBaseline | None = None) -> dict[str, Any]:
-    """Predictions (physical units) of every task of `model` over `loader` on this process
-    (see PredictionCollector.result for the layout)."""
+    """Predictions (physical units) of every task of `model` over `loader` on this process (with the
+    RAW_INPUTS columns when a `baseline` is given; see PredictionCollector.result for the layout)."""
     model.eval()
-    collector = PredictionCollector(model.tasks, baseline, norm)
+    collector = PredictionCollector(model.tasks, baseline)
     loader.set_epoch(0)
     for batch in loader:
         collector.add(model.head_outputs(batch["x"].to(device)), batch)

@@ -5,10 +5,11 @@ TTree `metadata` with string branches `key` / `value`, the values JSON-encoded.
 
 Regressor files hold, per output name o (e.g. "E", "u", "phi"): truth_o, pred_o,
 error_o = pred_o - truth_o (wrapped into [-180, 180) for angles in WRAPPED_OUTPUTS) and
-sigma_o when the model predicts an uncertainty. MAE files hold the normalized input
-(input_npho, input_time), the mask, the predicted channels (pred_npho, pred_time),
-the validity masks and the truth branches under their own names.
-Files are written atomically (lib.io.atomic).
+sigma_o when the model predicts an uncertainty. MAE files hold physical values only: the
+raw input as read (input_npho in photo-electrons, input_time in seconds), the mask, the
+predicted channels (pred_npho, pred_time) turned into the same units by lib.evaluation.units,
+the validity masks and the truth branches under their own names; metadata "units" gives
+each channel's unit. Files are written atomically (lib.io.atomic).
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import numpy as np
 from lib.config import TASK_SPECS
 from lib.geometry import N_SENSORS
 from lib.io.atomic import atomic_write
-from lib.normalization import CHANNEL_INDEX
+from lib.evaluation.units import CHANNEL_UNITS, physical_predictions
+from lib.normalization import CHANNEL_INDEX, NormalizationConfig, describe
 from lib.tasks.metrics import wrap_degrees
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ TREE_NAME = "tree"
 METADATA_TREE = "metadata"
 WRAPPED_OUTPUTS = ("phi",)  # azimuthal angles in degrees: their residual is wrapped into [-180, 180)
 REGRESSION_METADATA_KEYS = ("tasks", "normalization", "checkpoint", "split")
-MAE_METADATA_KEYS = ("predict_channels", "normalization", "checkpoint", "split")
+MAE_METADATA_KEYS = ("predict_channels", "checkpoint", "split")
 _BASKET_BYTES = 32 << 20  # events are written in baskets of about this size
 
 
@@ -166,31 +168,34 @@ def write_mae_predictions(
     *,
     run: Any,
     event: Any,
-    x: Any,
-    mask: Any,
-    pred: Any,
+    npho: Any,
+    time: Any,
     npho_valid: Any,
     time_valid: Any,
+    mask: Any,
+    pred: Any,
     truth: Mapping[str, Any],
+    norm: NormalizationConfig,
     metadata: Mapping[str, Any],
 ) -> Path:
-    """Write MAE predictions: input_npho/input_time (normalized x), mask, pred_<channel> for each
-    of metadata["predict_channels"] (the order of pred's last axis), npho_valid, time_valid and
-    the truth branches under their own names. metadata needs MAE_METADATA_KEYS."""
+    """Write MAE predictions in physical units: input_npho / input_time (the raw inputs `npho`,
+    `time` (N, 4760) as read), mask, pred_<channel> for each of metadata["predict_channels"]
+    (`pred`: the model's normalized outputs, last axis in that order, made physical with
+    `norm`), npho_valid, time_valid and the truth branches under their own names.
+    metadata needs MAE_METADATA_KEYS; "kind", "normalization" and "units" are added."""
     run, event = _event_ids(run, event)
     n = len(run)
     channels = list(metadata.get("predict_channels", []))
     unknown = [c for c in channels if c not in CHANNEL_INDEX]
     if not channels or unknown:
         raise ValueError(f"metadata['predict_channels'] = {channels} must name channels from {list(CHANNEL_INDEX)}")
-    x = _column(x, (n, N_SENSORS, len(CHANNEL_INDEX)), "x", np.float32)
     pred = _column(pred, (n, N_SENSORS, len(channels)), f"pred (predict_channels {channels})", np.float32)
     columns: dict[str, np.ndarray] = {"run": run, "event": event}
-    for channel, index in CHANNEL_INDEX.items():
-        columns[f"input_{channel}"] = np.ascontiguousarray(x[..., index])
+    columns["input_npho"] = _column(npho, (n, N_SENSORS), "npho", np.float32)
+    columns["input_time"] = _column(time, (n, N_SENSORS), "time", np.float32)
     columns["mask"] = _column(mask, (n, N_SENSORS), "mask", bool)
-    for i, channel in enumerate(channels):
-        columns[f"pred_{channel}"] = np.ascontiguousarray(pred[..., i])
+    for channel, values in physical_predictions(pred, channels, norm).items():
+        columns[f"pred_{channel}"] = values
     columns["npho_valid"] = _column(npho_valid, (n, N_SENSORS), "npho_valid", bool)
     columns["time_valid"] = _column(time_valid, (n, N_SENSORS), "time_valid", bool)
     for name, values in truth.items():
@@ -198,7 +203,7 @@ def write_mae_predictions(
             raise ValueError(f"truth branch {name!r} clashes with a prediction branch; rename it")
         values = np.asarray(values)
         columns[name] = _column(values, (n, *values.shape[1:]), f"truth[{name!r}]", values.dtype)
-    full = {**metadata, "kind": "mae"}
+    full = {**metadata, "kind": "mae", "normalization": describe(norm), "units": CHANNEL_UNITS}
     return _write_root(path, columns, _encode_metadata(full, MAE_METADATA_KEYS))
 
 

@@ -1,8 +1,18 @@
-"""Coordinate conventions: cylindrical angles, inner-face coordinates (u, v, w) and emission angles.
+"""MEG coordinate conventions: inner-face coordinates (u, v, w) and emission angles.
 
 The one place that says what u, v, w and the emission angles mean; the simulator, the
-classical baseline, the regression tasks and the plots use these functions. Works on numpy
-arrays, and the angle conversions also on torch tensors (the output follows the input).
+classical baseline, the regression tasks and the plots use these functions. They follow the
+experiment's software (MEG II offline `xectools.h`: XYZ2U/V/W, UVW2XYZ; the research code's
+`others/MCXECPreprocess.C` and `macro/PrepareRealData.C` for emiAng), see docs/conventions.md:
+
+    u = z
+    v = -(phi - pi) * R_in,  phi = atan2(y, x) in [0, 2 pi)   (equivalently v = R_in * atan2(y, -x))
+    w = sqrt(x^2 + y^2) - R_in,  R_in = INNER_RADIUS = 64.97 cm
+    emiAng = (theta, phi_e) in degrees of the emission direction e:
+        theta = polar angle from +z in [0, 180], phi_e = atan2(e_y, -e_x) in (-180, 180]
+
+so v > 0 and phi_e > 0 on the +y side of the detector (which sits around the -x axis).
+Every function works on numpy arrays and on torch tensors (the output follows the input).
 """
 from __future__ import annotations
 
@@ -20,38 +30,41 @@ def _xp(array: Any):
     return torch if torch is not None and isinstance(array, torch.Tensor) else np
 
 
-def azimuth(xyz: np.ndarray) -> np.ndarray:
+def azimuth(xyz):
     """phi = atan2(y, x) in [0, 2 pi) of points (..., 3), radians."""
-    return np.mod(np.arctan2(xyz[..., 1], xyz[..., 0]), 2 * np.pi)
+    xp = _xp(xyz)
+    return xp.arctan2(xyz[..., 1], xyz[..., 0]) % (2 * np.pi)
 
 
-def radius(xyz: np.ndarray) -> np.ndarray:
+def radius(xyz):
     """Distance sqrt(x^2 + y^2) of points (..., 3) from the z axis."""
-    return np.hypot(xyz[..., 0], xyz[..., 1])
+    return _xp(xyz).hypot(xyz[..., 0], xyz[..., 1])
 
 
-def uvw_from_xyz(xyz: np.ndarray) -> np.ndarray:
-    """Inner-face coordinates (u, v, w) in cm of points xyz (..., 3).
+def uvw_from_xyz(xyz):
+    """Inner-face coordinates (u, v, w) in cm of points xyz (..., 3) in cm (MEG convention, module docstring)."""
+    xp = _xp(xyz)
+    v = INNER_RADIUS * xp.arctan2(xyz[..., 1], -xyz[..., 0])
+    return xp.stack([xyz[..., 2], v, radius(xyz) - INNER_RADIUS], -1)
 
-    u = z; v = INNER_RADIUS * (phi - pi) with phi = atan2(y, x) in [0, 2 pi), i.e. the
-    arc length on the inner face measured from phi = 180 deg (the -x axis), increasing with
-    phi (v > 0 for y < 0); w = sqrt(x^2 + y^2) - INNER_RADIUS, the radial depth behind the face.
-    """
-    return np.stack([xyz[..., 2], INNER_RADIUS * (azimuth(xyz) - np.pi), radius(xyz) - INNER_RADIUS], axis=-1)
+
+def xyz_from_uvw(uvw):
+    """Points xyz (..., 3) in cm of inner-face coordinates (u, v, w) in cm; the inverse of uvw_from_xyz."""
+    xp = _xp(uvw)
+    r, angle = uvw[..., 2] + INNER_RADIUS, uvw[..., 1] / INNER_RADIUS
+    return xp.stack([-r * xp.cos(angle), r * xp.sin(angle), uvw[..., 0]], -1)
 
 
 def angles_to_unit_vectors(theta_deg, phi_deg):
-    """Emission angles (theta from +z, phi = atan2(y, x), degrees) -> unit vectors (..., 3)."""
+    """Emission angles in degrees (theta from +z, phi = atan2(y, -x)) -> unit vectors (..., 3)."""
     xp = _xp(theta_deg)
     theta, phi = xp.deg2rad(theta_deg), xp.deg2rad(phi_deg)
-    return xp.stack([xp.sin(theta) * xp.cos(phi), xp.sin(theta) * xp.sin(phi), xp.cos(theta)], -1)
+    return xp.stack([-xp.sin(theta) * xp.cos(phi), xp.sin(theta) * xp.sin(phi), xp.cos(theta)], -1)
 
 
 def unit_vectors_to_angles(vectors):
-    """Vectors (..., 3) (normalized here) -> (theta, phi) in degrees, phi in [0, 360)."""
+    """Vectors (..., 3) of any length -> (theta, phi) in degrees, theta in [0, 180], phi = atan2(y, -x) in (-180, 180]."""
     xp = _xp(vectors)
-    norm = (vectors**2).sum(-1) ** 0.5
-    unit = vectors / xp.clip(norm, 1e-12, None)[..., None]
-    theta = xp.rad2deg(xp.arccos(xp.clip(unit[..., 2], -1.0, 1.0)))
-    phi = xp.rad2deg(xp.arctan2(unit[..., 1], unit[..., 0])) % 360.0
-    return theta, phi
+    theta = xp.rad2deg(xp.arctan2(radius(vectors), vectors[..., 2]))
+    phi = xp.rad2deg(xp.arctan2(vectors[..., 1], -vectors[..., 0]))
+    return theta, xp.where(phi <= -180.0, phi + 360.0, phi)

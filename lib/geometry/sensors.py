@@ -22,16 +22,20 @@ OUTER_FINE_FACTOR = (3, 5)
 HEX_ROW_LENGTHS = (11, 12, 11, 12, 13, 14)
 N_HEX = sum(HEX_ROW_LENGTHS)
 
-# --- the facts, as published for the detector ---------------------------------
+# --- the nominal layout (cm, degrees); proven sensor by sensor against the research code's table
+# (tests/geometry/data/research_sensor_positions.txt) to 0.01 cm --------------------------------
 INNER_RADIUS = 64.97
-"""Radius (cm) of the inner face: the SiPM centres and the origin of the depth w."""
+"""Radius (cm) of the inner face: the SiPM photosensitive surfaces and the origin of the depth w
+(MEG: spacer radius 64.84 + MPPC height 0.13)."""
 _INNER_FIRST, _INNER_R = 0, INNER_RADIUS
-_INNER_PHI, _INNER_Z = (117.91, 242.09), (-32.46, 32.46)
+_INNER_PHI, _INNER_Z = (117.91485, 242.08515), (-32.4601, 32.4601)
 _OUTER_FIRST, _OUTER_R = 4092, 106.27
-_OUTER_PHI, _OUTER_Z = (119.85, 240.15), (-41.42, 41.42)
-_DENSE_PHI, _DENSE_Z = (171.28, 188.72), (-12.40, 12.40)
+_OUTER_PHI_PITCH = 5.23
+_OUTER_PHI, _OUTER_Z = (180.0 - 11.5 * _OUTER_PHI_PITCH, 180.0 + 11.5 * _OUTER_PHI_PITCH), (-41.424, 41.424)
+_DENSE_PHI = (180.0 - 2.5 * 2 / 3 * _OUTER_PHI_PITCH, 180.0 + 2.5 * 2 / 3 * _OUTER_PHI_PITCH)  # 171.28 .. 188.72
+_DENSE_Z = (-12.4, 12.4)
 _DENSE_COARSE_ROWS, _DENSE_COARSE_COLS = range(10, 14), range(3, 6)
-_OUTER_DENSE_LAYOUT = (
+_OUTER_DENSE_LAYOUT = (  # ids at their physical places: 12 coarse ids (4185-4214) sit inside the patch
     (4185, 4742, 4186, 4743, 4187),
     (4744, 4745, 4746, 4747, 4748),
     (4194, 4749, 4195, 4750, 4196),
@@ -41,7 +45,7 @@ _OUTER_DENSE_LAYOUT = (
 )
 _US_FIRST, _DS_FIRST = 4308, 4452
 _ENDCAP_R = (69.53, 102.95)
-_US_Z = (-35.15, -46.84)  # at inner r, at outer r (DS mirrored)
+_US_Z = (-35.1547, -46.8392)  # at inner r, at outer r (DS mirrored)
 _TOP_FIRST, _BOTTOM_FIRST = 4596, 4669
 _HEX_PHI = {FACE_TOP: 117.24, FACE_BOTTOM: -117.24}
 _HEX_R0, _HEX_ROW_PITCH, _HEX_Z_PITCH = 68.27, 6.91, 6.12
@@ -126,14 +130,9 @@ def _build_positions_and_normals() -> tuple[np.ndarray, np.ndarray]:
     outer_h, outer_w = GRID_SHAPES["outer_coarse"]
     outer_phi = np.linspace(*_OUTER_PHI, outer_h)
     place_grid(_GRID_IDS["outer_coarse"], outer_phi, _OUTER_R, np.linspace(*_OUTER_Z, outer_w), (-1.0, 0.0, 0.0))
-    dense_ids = _GRID_IDS["outer_dense"]
-    dense_only = dense_ids >= _OUTER_FIRST + outer_h * outer_w  # coarse ids keep their coarse positions
-    dense_h, dense_w = GRID_SHAPES["outer_dense"]
-    dense_rows, dense_cols = np.indices(dense_ids.shape)
-    ids = dense_ids[dense_only]
-    phi[ids] = np.linspace(*_DENSE_PHI, dense_h)[dense_rows[dense_only]]
-    z[ids] = np.linspace(*_DENSE_Z, dense_w)[dense_cols[dense_only]]
-    r[ids], local_normal[ids] = _OUTER_R, (-1.0, 0.0, 0.0)
+    # the dense patch overrides the coarse places: its 12 coarse ids sit inside it, 1.6-2.6 cm off their coarse cell
+    place_grid(_GRID_IDS["outer_dense"], np.linspace(*_DENSE_PHI, GRID_SHAPES["outer_dense"][0]), _OUTER_R,
+               np.linspace(*_DENSE_Z, GRID_SHAPES["outer_dense"][1]), (-1.0, 0.0, 0.0))
 
     endcap_w = GRID_SHAPES["us"][1]
     endcap_r = np.linspace(*_ENDCAP_R, endcap_w)

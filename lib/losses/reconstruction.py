@@ -3,8 +3,9 @@
 Per face f and predicted channel c, L_fc is the weighted mean of the element-wise
 loss over the batch's eligible entries of that face:
   npho: masked sensors (masking only picks npho-valid ones);
-  time: masked & time-valid & raw npho >= time_npho_threshold (raw npho from the
-        ORIGINAL input), optionally weighted by sqrt(raw npho).
+  time: masked & time-valid (the loader's time_valid: raw npho >= normalization.npho_threshold),
+        with training.time.use_npho_weight weighted by the batch's time_weight (sqrt(raw npho),
+        computed by the loader from the raw values; lib.data.stream.TIME_WEIGHT).
 The channel loss L_c is the mean of L_fc over the faces with eligible entries, so
 every face counts equally however many sensors it has. The total is
 sum_c w_c L_c (w = npho_weight / time_weight), or with auto_channel_weight the
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.geometry import FACE_NAMES, N_SENSORS, SENSOR_FACE
-from lib.normalization import CHANNEL_INDEX, NormalizationConfig, npho_inverse
+from lib.normalization import CHANNEL_INDEX
 
 ELEMENTWISE_LOSSES = {
     "smooth_l1": lambda pred, target, beta: F.smooth_l1_loss(pred, target, reduction="none", beta=beta),
@@ -39,15 +40,15 @@ class AutoChannelWeight(nn.Module):
 
 
 class ReconstructionLoss(nn.Module):
-    """forward(pred, x, mask, npho_valid, time_valid) -> (scalar loss, detached scalar metrics).
+    """forward(pred, x, mask, npho_valid, time_valid, time_weight=None) -> (scalar loss, detached scalar metrics).
 
     pred (B, 4760, C) in the order of `predict_channels`; x (B, 4760, 2) is the
-    original (unmasked) normalized input; masks are (B, 4760) bool.
+    original (unmasked) normalized input; masks are (B, 4760) bool; time_weight (B, 4760)
+    float, needed with `use_npho_weight` only.
     """
 
     def __init__(self, *, predict_channels: list[str], loss_fn: str, beta: float, npho_weight: float,
-                 time_weight: float, time_npho_threshold: float, use_npho_weight: bool,
-                 auto_channel_weight: bool, track_mae_rmse: bool, norm: NormalizationConfig):
+                 time_weight: float, use_npho_weight: bool, auto_channel_weight: bool, track_mae_rmse: bool):
         super().__init__()
         if loss_fn not in ELEMENTWISE_LOSSES:
             raise ValueError(f"training.loss_fn = {loss_fn!r} is unknown; use one of {sorted(ELEMENTWISE_LOSSES)}")
@@ -59,10 +60,8 @@ class ReconstructionLoss(nn.Module):
         self.predict_channels = list(predict_channels)
         self.elementwise = ELEMENTWISE_LOSSES[loss_fn]
         self.beta = beta
-        self.time_npho_threshold = time_npho_threshold
         self.use_npho_weight = use_npho_weight
         self.track_mae_rmse = track_mae_rmse
-        self.norm = norm
         channel_weight = {"npho": npho_weight, "time": time_weight}
         self.register_buffer("channel_weights", torch.tensor([channel_weight[c] for c in self.predict_channels]),
                              persistent=False)
@@ -72,19 +71,15 @@ class ReconstructionLoss(nn.Module):
         self.register_buffer("face_onehot", face_onehot, persistent=False)
         self.auto_weight = AutoChannelWeight(len(self.predict_channels)) if auto_channel_weight else None
 
-    def _entry_weights(self, x, mask, npho_valid, time_valid) -> tuple[torch.Tensor, torch.Tensor]:
+    def _entry_weights(self, mask, npho_valid, time_valid, time_weight) -> tuple[torch.Tensor, torch.Tensor]:
         """(eligible (B, N, C) bool, loss weights (B, N, C) float) per predicted channel."""
         masked = mask & npho_valid
-        raw_npho = torch.where(npho_valid, npho_inverse(x[..., CHANNEL_INDEX["npho"]].float(), self.norm), 0.0)
         eligible, weights = [], []
         for channel in self.predict_channels:
-            if channel == "time":
-                selected = masked & time_valid & (raw_npho >= self.time_npho_threshold)
-                weight = selected.float()
-                if self.use_npho_weight:
-                    weight = weight * raw_npho.clamp_min(0.0).sqrt()
-            else:
-                selected, weight = masked, masked.float()
+            selected = masked & time_valid if channel == "time" else masked
+            weight = selected.float()
+            if channel == "time" and self.use_npho_weight:
+                weight = weight * time_weight.float()
             eligible.append(selected)
             weights.append(weight)
         return torch.stack(eligible, dim=-1), torch.stack(weights, dim=-1)
@@ -95,7 +90,8 @@ class ReconstructionLoss(nn.Module):
         sums = torch.einsum("bnc,nf->fc", values * weights, self.face_onehot)
         return sums / totals.clamp_min(1e-12), totals
 
-    def forward(self, pred, x, mask, npho_valid, time_valid) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, pred, x, mask, npho_valid, time_valid,
+                time_weight=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         n_channels = len(self.predict_channels)
         if pred.ndim != 3 or pred.shape[1:] != (N_SENSORS, n_channels) or x.shape[:2] != pred.shape[:2]:
             raise ValueError(
@@ -106,9 +102,13 @@ class ReconstructionLoss(nn.Module):
             if flags.shape != pred.shape[:2] or flags.dtype != torch.bool:
                 raise ValueError(f"{name} must be a bool tensor of shape {tuple(pred.shape[:2])}, "
                                  f"got {flags.dtype} {tuple(flags.shape)}")
+        if self.use_npho_weight and (time_weight is None or time_weight.shape != pred.shape[:2]):
+            raise ValueError(f"training.time.use_npho_weight needs the batch's time_weight of shape "
+                             f"{tuple(pred.shape[:2])} (the loader adds it for such a run; see lib.data.build), "
+                             f"got {None if time_weight is None else tuple(time_weight.shape)}")
         pred = pred.float()
         target = x.float().index_select(-1, self.input_channels)
-        eligible, weights = self._entry_weights(x, mask, npho_valid, time_valid)
+        eligible, weights = self._entry_weights(mask, npho_valid, time_valid, time_weight)
         face_losses, face_totals = self._face_means(self.elementwise(pred, target, self.beta), weights)
         has_entries = (face_totals > 0).float()
         channel_losses = (face_losses * has_entries).sum(0) / has_entries.sum(0).clamp_min(1.0)

@@ -7,9 +7,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from lib.config import ConfigError, RegressorModelConfig, TaskConfig
+from lib.config import ConfigError, RegressorModelConfig
 from lib.models.encoder import XECEncoder
-from lib.tasks import BalanceMode, TaskBalancer, build_tasks
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +31,18 @@ class Regressor(nn.Module):
     hold their target standardization as buffers, so it travels with every checkpoint.
     """
 
-    def __init__(self, model: RegressorModelConfig, tasks: Mapping[str, TaskConfig], task_balance: BalanceMode) -> None:
-        """`model`: the run's model section; `tasks`: its tasks section; `task_balance`: training.task_balance."""
+    def __init__(self, model: RegressorModelConfig, tasks: Mapping[str, nn.Module], balancer: nn.Module) -> None:
+        """`model`: the run's model section; `tasks`: the regression targets by name (lib.tasks, each with
+        head_dim, cfg.head_hidden / head_layers, valid() and loss()); `balancer`: combines their losses."""
         super().__init__()
         self.encoder = XECEncoder(model)
-        self.tasks = nn.ModuleDict(build_tasks(tasks))
+        self.tasks = nn.ModuleDict(tasks)
         features = self.encoder.n_tokens * model.encoder_dim
         self.heads = nn.ModuleDict({
             name: mlp_head(features, task.cfg.head_hidden, task.cfg.head_layers, task.head_dim)
             for name, task in self.tasks.items()
         })
-        weights = {name: task_cfg.weight for name, task_cfg in tasks.items()}
-        self.balancer = TaskBalancer(list(self.tasks), task_balance, weights)
+        self.balancer = balancer
         self.layer_decay = model.layer_decay
         apply_freezing(self.encoder, model.freeze_encoder, model.trainable_layers)
 

@@ -1,4 +1,4 @@
-"""Sensor normalization: npho / time transforms, their inverses and validity masks.
+"""Sensor normalization: npho / time transforms, their inverses, validity masks and time-loss weights.
 
 The parameters are the config section `normalization` (lib.config.NormalizationConfig). The functions work on
 numpy arrays and torch tensors of any leading shape (the output type follows the
@@ -256,20 +256,34 @@ def normalize_rows(
     npho: np.ndarray,
     time: np.ndarray,
     cfg: NormalizationConfig,
-    targets: Sequence[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]],
+    targets: Sequence[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]],
     scratch: np.ndarray | None = None,
 ) -> None:
     """`normalize` of rows of raw numpy npho / time (events, sensors), written straight into
-    rows of other arrays: for each (src, dst, (x, npho_valid, time_valid)) of `targets`,
-    event src[k] goes to row dst[k] of those (C-contiguous) arrays. `scratch`: a float
-    array of npho's shape for the npho transform (else one is allocated)."""
-    from lib.normalization.kernel import fill_rows
+    rows of other arrays: for each (src, dst, (x, npho_valid, time_valid[, time_weight])) of
+    `targets`, event src[k] goes to row dst[k] of those (C-contiguous) arrays; a float32
+    time_weight gets `time_loss_weight` of the event. `scratch`: a float array of npho's
+    shape for the npho transform (else one is allocated)."""
+    from lib.normalization.kernel import fill_rows, fill_time_weights
 
     with np.errstate(all="ignore"):  # invalid entries may give NaN / inf here; the sentinels replace them
         values = npho_forward(npho, cfg, out=scratch)
     parameters = _kernel_parameters(npho, time, cfg)
-    for src, dst, (x, npho_valid, time_valid) in targets:
+    for src, dst, (x, npho_valid, time_valid, *time_weight) in targets:
         fill_rows(npho, time, values, src, dst, *parameters, x.reshape(len(x), -1), npho_valid, time_valid)
+        if time_weight:
+            fill_time_weights(npho, src, dst, time_valid, time_weight[0])
+
+
+def time_loss_weight(npho: Any, time_valid: Any) -> Array:
+    """Per-sensor weight of the time loss (training.time.use_npho_weight) for raw `npho` and the
+    `time_valid` mask of `normalize`: float32 sqrt(max(npho, 0)) where time is valid, else 0.
+    Computed from the raw values, before anything is normalized (no inverse needed later)."""
+    npho = _as_float(npho)
+    if _is_torch(npho):
+        return _torch().where(time_valid, npho.clamp_min(0.0).sqrt(), 0.0).float()
+    with np.errstate(all="ignore"):  # NaN / inf only where time is invalid
+        return np.where(time_valid, np.sqrt(np.maximum(npho, 0)), 0.0).astype(np.float32)
 
 
 def _check_out(out: tuple[Array, Array, Array], like: Array, shape: tuple[int, ...]) -> None:
@@ -298,14 +312,6 @@ def _select_into(out: Array, valid: Array, values: Array, fill: float) -> None:
         out[~valid] = fill
     else:
         out[...] = _xp(values).where(valid, values, fill)
-
-
-def denormalize(x: Any, cfg: NormalizationConfig) -> tuple[Array, Array]:
-    """(raw npho, raw time) from x of shape (..., 2); only entries valid in the masks mean anything."""
-    x = _as_float(x)
-    if x.ndim == 0 or x.shape[-1] != 2:
-        raise ValueError(f"denormalize expects shape (..., 2) (npho, time), got {tuple(x.shape)}")
-    return npho_inverse(x[..., 0], cfg), time_inverse(x[..., 1], cfg)
 
 
 # ---------------------------------------------------------------- metadata

@@ -4,7 +4,7 @@ Figures are built on matplotlib's Agg canvas (no pyplot state) in mplhep's ROOT 
 """
 from __future__ import annotations
 
-from lib.plots.event import mae_entry, plot_event_display, read_event
+from lib.plots.event import DisplayRow, display_rows, mae_entry, plot_event_display, read_event
 from lib.plots.history import history_from_mlflow, load_history, plot_learning_curves
 from lib.plots.regression import (
     BinnedWidth,
@@ -17,7 +17,9 @@ from lib.plots.regression import (
 
 __all__ = [
     "BinnedWidth",
+    "DisplayRow",
     "binned_half_width_68",
+    "display_rows",
     "history_from_mlflow",
     "load_history",
     "mae_entry",

@@ -2,7 +2,9 @@
 
 Rectangular faces are drawn from their geometry grids (rows phi, columns z or r; the outer
 face on its fine grid, each cell showing its sensor's value); the hexagonal top/bottom
-faces as a scatter at the sensors' (z, r). Sensors not valid for a row are grey.
+faces as a scatter at the sensors' (z, r). Sensors not valid for a row are grey. Every
+value drawn is physical: the raw input, and MAE predictions as their file holds them
+(made physical once, by lib.evaluation.units); nothing here inverts the normalization.
 """
 from __future__ import annotations
 
@@ -22,8 +24,7 @@ from lib.config.schema import DataConfig
 from lib.data.files import inspect_files
 from lib.data.readers import ChunkReader, batch_dtype
 from lib.geometry import FACE_NAMES, POSITIONS, grid_ids, hex_ids
-from lib.normalization import CHANNEL_INDEX
-from lib.normalization import NormalizationConfig, npho_inverse, time_inverse, validity_masks
+from lib.normalization import CHANNEL_INDEX, NormalizationConfig, validity_masks
 from lib.plots.style import figure
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ _INVALID_COLOUR = "lightgrey"
 
 
 @dataclass(frozen=True)
-class _Row:
-    """One row of the display: a value per sensor, which sensors to colour, and how."""
+class DisplayRow:
+    """One row of the display: a value per sensor (4760,), which sensors to colour, and how."""
 
     label: str
     values: np.ndarray
@@ -91,36 +92,36 @@ def _linear_norm(values: np.ndarray, symmetric: bool = False) -> Normalize:
     return Normalize(low, high if high > low else low + 1.0)
 
 
-def _input_rows(event: Mapping[str, Any], npho_valid: np.ndarray, time_valid: np.ndarray) -> list[_Row]:
+def _input_rows(event: Mapping[str, Any], npho_valid: np.ndarray, time_valid: np.ndarray) -> list[DisplayRow]:
     time_ns = event["time"] * _NS_PER_S
     return [
-        _Row("npho", event["npho"], npho_valid, _log_norm(event["npho"][npho_valid]), "viridis"),
-        _Row("time [ns]", time_ns, time_valid, _linear_norm(time_ns[time_valid]), "plasma"),
+        DisplayRow("npho", event["npho"], npho_valid, _log_norm(event["npho"][npho_valid]), "viridis"),
+        DisplayRow("time [ns]", time_ns, time_valid, _linear_norm(time_ns[time_valid]), "plasma"),
     ]
 
 
-def _mae_rows(mae: Mapping[str, np.ndarray], channels: list[str], cfg: NormalizationConfig,
-              input_rows: list[_Row]) -> list[_Row]:
-    """Mask, predictions (physical units, on the input rows' colour scales) and pred - input
-    (normalized units) on masked valid sensors."""
+def _mae_rows(mae: Mapping[str, np.ndarray], channels: list[str], input_rows: list[DisplayRow]) -> list[DisplayRow]:
+    """Mask, predictions (on the input rows' colour scales) and pred - input on masked valid sensors,
+    all in the physical units of the MAE prediction file (time shown in ns)."""
     mask = mae["mask"].astype(bool)
     valid = {"npho": mae["npho_valid"].astype(bool), "time": mae["time_valid"].astype(bool)}
-    to_physical = {"npho": lambda y: npho_inverse(y, cfg), "time": lambda y: time_inverse(y, cfg) * _NS_PER_S}
+    scale = {"npho": 1.0, "time": _NS_PER_S}
     input_row = dict(zip(CHANNEL_INDEX, input_rows))
     everywhere = np.ones_like(mask)
-    rows = [_Row("MAE mask", mask.astype(float), valid["npho"], Normalize(0.0, 1.0), "Reds")]
+    rows = [DisplayRow("MAE mask", mask.astype(float), valid["npho"], Normalize(0.0, 1.0), "Reds")]
     for channel in channels:
         ref = input_row[channel]
-        rows.append(_Row(f"pred {ref.label}", to_physical[channel](mae[f"pred_{channel}"]), everywhere, ref.norm, ref.cmap))
+        values = mae[f"pred_{channel}"] * scale[channel]
+        rows.append(DisplayRow(f"pred {ref.label}", values, everywhere, ref.norm, ref.cmap))
     for channel in channels:
-        error = mae[f"pred_{channel}"] - mae[f"input_{channel}"]
+        error = (mae[f"pred_{channel}"] - mae[f"input_{channel}"]) * scale[channel]
         shown = mask & valid[channel]
-        rows.append(_Row(f"pred - input {channel}\n(normalized)", error, shown,
+        rows.append(DisplayRow(f"pred - input {input_row[channel].label}", error, shown,
                          _linear_norm(error[shown], symmetric=True), "RdBu_r"))
     return rows
 
 
-def _draw_row(fig, axes, row: _Row) -> None:
+def _draw_row(fig, axes, row: DisplayRow) -> None:
     cmap = matplotlib.colormaps[row.cmap].with_extremes(bad=_INVALID_COLOUR)
     values = np.clip(row.values, row.norm.vmin, None) if isinstance(row.norm, LogNorm) else row.values
     for ax, face in zip(axes, FACE_NAMES):
@@ -143,6 +144,22 @@ def _draw_row(fig, axes, row: _Row) -> None:
     fig.colorbar(ScalarMappable(row.norm, cmap), ax=list(axes), label=row.label, fraction=0.02)
 
 
+def display_rows(event: Mapping[str, Any], mae: Mapping[str, np.ndarray] | None = None,
+                 mae_metadata: Mapping[str, Any] | None = None) -> list[DisplayRow]:
+    """The rows `plot_event_display` draws (arguments as there), top to bottom."""
+    if mae is not None and mae_metadata is None:
+        raise ValueError("event display: an MAE entry needs its file's metadata (mae_metadata)")
+    if mae_metadata is not None and "units" not in mae_metadata:
+        raise ValueError("the MAE prediction file holds normalized values (written by an older xecmae); "
+                         "write it again with this version to display it")
+    normalization = NormalizationConfig(**mae_metadata["normalization"]) if mae_metadata else NormalizationConfig()
+    npho_valid, time_valid = validity_masks(event["npho"], event["time"], normalization)
+    rows = _input_rows(event, np.asarray(npho_valid), np.asarray(time_valid))
+    if mae is not None:
+        rows += _mae_rows(mae, list(mae_metadata["predict_channels"]), rows)
+    return rows
+
+
 def plot_event_display(
     event: Mapping[str, Any],
     out_path: str | os.PathLike,
@@ -151,14 +168,9 @@ def plot_event_display(
 ) -> Path:
     """PNG of one event (`read_event` output): npho (log colour) and time per face; with an MAE
     entry (`mae`: one entry of each branch of an MAE prediction file, `mae_metadata`: its
-    metadata) also the mask, the predicted channels and pred - input on masked sensors."""
-    if mae is not None and mae_metadata is None:
-        raise ValueError("plot_event_display: an MAE entry needs its file's metadata (mae_metadata)")
-    normalization = NormalizationConfig(**mae_metadata["normalization"]) if mae_metadata else NormalizationConfig()
-    npho_valid, time_valid = validity_masks(event["npho"], event["time"], normalization)
-    rows = _input_rows(event, np.asarray(npho_valid), np.asarray(time_valid))
-    if mae is not None:
-        rows += _mae_rows(mae, list(mae_metadata["predict_channels"]), normalization, rows)
+    metadata) also the mask, the predicted channels and pred - input on masked sensors
+    (physical values, as the file holds them)."""
+    rows = display_rows(event, mae, mae_metadata)
     saved: list[Path] = []
     layout = {"nrows": len(rows), "ncols": len(FACE_NAMES), "squeeze": False, "figsize": (24, 3.2 * len(rows))}
     with figure(Path(out_path), saved, **layout) as (fig, axes):

@@ -11,6 +11,8 @@ import matplotlib
 import mplhep
 from matplotlib.figure import Figure
 
+from lib.io.atomic import atomic_write
+
 log = logging.getLogger(__name__)
 
 
@@ -32,12 +34,11 @@ def _quiet_style() -> Iterator[None]:
 @contextlib.contextmanager
 def figure(path: Path, saved: list[Path], **subplots_kwargs) -> Iterator[tuple[Figure, object]]:
     """Yield (fig, axes) of a styled figure (Figure.subplots arguments); on exit save it as
-    PNG at `path` (parents created) and append the path to `saved`."""
+    PNG at `path` (atomically, parents created) and append the path to `saved`."""
     with _quiet_style():
         fig = Figure(figsize=subplots_kwargs.pop("figsize", None), layout="constrained")
         axes = fig.subplots(**subplots_kwargs)
         yield fig, axes
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     saved.append(path)
     log.debug("saved %s", path)

@@ -12,14 +12,15 @@ from torch import Tensor, nn
 from lib.config import RegressorConfig, to_dict
 from lib.data.build import build_loader, read_branches
 from lib.data.files import DataError
-from lib.engine import StepOutput
+from lib.data.stream import RAW_INPUTS
+from lib.engine import StepOutput, evaluation_weights
 from lib.engine.distributed import DistInfo
 from lib.engine.tracking import start_tracking
 from lib.io.atomic import atomic_write_text
-from lib.evaluation.inference import PredictionCollector, checkpoint_weights, collect_predictions, fit_baseline
+from lib.evaluation.inference import PredictionCollector, collect_predictions, fit_baseline
 from lib.models.regressor import Regressor
 from lib.normalization import describe
-from lib.tasks import by_output, resolution_metrics
+from lib.tasks import TaskBalancer, build_tasks, by_output, resolution_metrics
 from lib.recipes.transfer import load_pretrained_encoder
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,9 @@ def _check_truth_branches(cfg: RegressorConfig, loader: Any, tasks: dict[str, An
 
 def build_regressor(cfg: RegressorConfig) -> Regressor:
     """The regressor a run config describes (its model, tasks and task-balance sections)."""
-    return Regressor(cfg.model, cfg.tasks, cfg.training.task_balance)
+    targets = build_tasks(cfg.tasks)
+    weights = {name: task_cfg.weight for name, task_cfg in cfg.tasks.items()}
+    return Regressor(cfg.model, targets, TaskBalancer(list(targets), cfg.training.task_balance, weights))
 
 
 def build(cfg: RegressorConfig, dist: DistInfo, train_loader: Any) -> tuple[Regressor, FinetuneTask]:
@@ -108,16 +111,17 @@ def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, r
     from lib.plots.history import load_history
     from lib.evaluation.prediction_files import write_regression_predictions
 
-    _, weights = checkpoint_weights(checkpoint)
+    _, weights = evaluation_weights(checkpoint)
     model = build_regressor(cfg).to(device)
     model.load_state_dict(weights)
-    val_loader = build_loader(cfg, "val", 0, 1)
+    raw = RAW_INPUTS if cfg.baseline.enabled else ()  # the baseline reads the raw inputs
+    val_loader = build_loader(cfg, "val", 0, 1, extras=raw)
     baseline = None
     if cfg.baseline.enabled:
-        train_loader = build_loader(cfg, "train", 0, 1)
-        baseline = fit_baseline(train_loader, cfg.normalization, cfg.baseline.fit_events, cfg.baseline)
+        train_loader = build_loader(cfg, "train", 0, 1, extras=raw)
+        baseline = fit_baseline(train_loader, cfg.baseline.fit_events, cfg.baseline)
     tasks = dict(model.tasks.items())
-    result = collect_predictions(model, val_loader, device, cfg.normalization, baseline)
+    result = collect_predictions(model, val_loader, device, baseline)
     metrics = {"regressor": resolution_metrics(tasks, result["truth"], result["pred"]),
                "baseline": resolution_metrics(tasks, result["truth"], result["baseline"])}
     atomic_write_text(run_dir / METRICS_NAME, json.dumps(metrics, indent=1))

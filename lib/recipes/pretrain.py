@@ -10,7 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from lib.config import MAEConfig
-from lib.engine import StepOutput, load_checkpoint
+from lib.data.build import build_loader
+from lib.data.stream import RAW_INPUTS, TIME_WEIGHT
+from lib.engine import StepOutput, evaluation_weights
 from lib.engine.distributed import DistInfo
 from lib.io.run_files import ENCODER_EXPORT_PATTERN
 from lib.losses import ReconstructionLoss
@@ -34,9 +36,8 @@ class MAEModel(nn.Module):
         self.loss = ReconstructionLoss(
             predict_channels=cfg.model.predict_channels, loss_fn=training.loss_fn, beta=training.loss_beta,
             npho_weight=training.npho_weight, time_weight=training.time.weight,
-            time_npho_threshold=training.time.npho_threshold, use_npho_weight=training.time.use_npho_weight,
-            auto_channel_weight=training.auto_channel_weight, track_mae_rmse=training.track_mae_rmse,
-            norm=cfg.normalization,
+            use_npho_weight=training.time.use_npho_weight, auto_channel_weight=training.auto_channel_weight,
+            track_mae_rmse=training.track_mae_rmse,
         )
         self.mask_ratio = training.mask_ratio
         self.time_mask_ratio_scale = training.time.mask_ratio_scale
@@ -45,7 +46,8 @@ class MAEModel(nn.Module):
         """Mask, reconstruct and score one batch: (loss, metrics, {"pred", "mask"})."""
         out = self.mae(batch["x"], batch["npho_valid"], batch["time_valid"], self.mask_ratio,
                        self.time_mask_ratio_scale)
-        loss, metrics = self.loss(out["pred"], batch["x"], out["mask"], batch["npho_valid"], batch["time_valid"])
+        loss, metrics = self.loss(out["pred"], batch["x"], out["mask"], batch["npho_valid"], batch["time_valid"],
+                                  batch.get(TIME_WEIGHT))
         return loss, metrics, out
 
 
@@ -83,8 +85,7 @@ def _weights_for_predictions(result: dict[str, Any]) -> dict[str, Tensor] | None
     path = result.get("best_checkpoint") or result.get("last_checkpoint")
     if path is None or not Path(path).is_file():
         return None
-    checkpoint = load_checkpoint(path)
-    return checkpoint["ema"]["module"] if checkpoint.get("ema") else checkpoint["model"]
+    return evaluation_weights(path)[1]
 
 
 @torch.no_grad()
@@ -107,7 +108,8 @@ def predict_batches(model: MAEModel, loader: Any, max_events: int, device: torch
 
 
 def finish(cfg: MAEConfig, dist: DistInfo, result: dict[str, Any], task: PretrainTask, val_loader: Any) -> None:
-    """Rank 0: learning curves, and up to training.num_val_predictions validation reconstructions (best weights)."""
+    """Rank 0: learning curves, and reconstructions (best weights) of the first training.num_val_predictions
+    validation events, in physical units beside their raw inputs."""
     if not dist.is_main:
         return
     from lib.plots import load_history, plot_learning_curves
@@ -121,19 +123,19 @@ def finish(cfg: MAEConfig, dist: DistInfo, result: dict[str, Any], task: Pretrai
     weights = _weights_for_predictions(result)
     if weights is None:
         return
-    from lib.normalization import describe
     from lib.evaluation.prediction_files import write_mae_predictions
 
     model = MAEModel(cfg).to(dist.device)
     model.load_state_dict(weights)
-    arrays = predict_batches(model, val_loader, n, dist.device)
-    inputs = {"x", "npho_valid", "time_valid", "pred", "mask", "run", "event"}
+    arrays = predict_batches(model, build_loader(cfg, "val", 0, 1, extras=RAW_INPUTS), n, dist.device)
+    inputs = {"x", "npho_valid", "time_valid", "pred", "mask", "run", "event", TIME_WEIGHT, *RAW_INPUTS}
+    npho, time = (arrays[name] for name in RAW_INPUTS)
     path = write_mae_predictions(
         Path(result["run_dir"]) / "predictions" / PREDICTIONS_NAME,
-        run=arrays["run"], event=arrays["event"], x=arrays["x"], mask=arrays["mask"], pred=arrays["pred"],
-        npho_valid=arrays["npho_valid"], time_valid=arrays["time_valid"],
-        truth={k: v for k, v in arrays.items() if k not in inputs},
-        metadata={"predict_channels": list(cfg.model.predict_channels), "normalization": describe(cfg.normalization),
+        run=arrays["run"], event=arrays["event"], npho=npho, time=time, npho_valid=arrays["npho_valid"],
+        time_valid=arrays["time_valid"], mask=arrays["mask"], pred=arrays["pred"],
+        truth={k: v for k, v in arrays.items() if k not in inputs}, norm=cfg.normalization,
+        metadata={"predict_channels": list(cfg.model.predict_channels),
                   "checkpoint": str(result.get("best_checkpoint") or result.get("last_checkpoint")),
                   "run_name": cfg.checkpoint.run_name, "split": "val"},
     )

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lib.config.schema import SCHEMA_VERSION
-from lib.engine.checkpoint import CHECKPOINT_KIND, CheckpointError
+from lib.engine.checkpoint import CHECKPOINT_KIND, CheckpointError, evaluation_state
 from lib.io.atomic import atomic_write
 from lib.config import ModelConfig, NormalizationConfig
 from lib.normalization import check_compatible
@@ -57,8 +57,7 @@ def save_encoder(encoder: nn.Module, model_cfg: ModelConfig, norm: Normalization
 
 
 def _encoder_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
-    ema = checkpoint.get("ema")
-    weights = ema["module"] if ema else checkpoint["model"]
+    weights = evaluation_state(checkpoint)
     for prefix in ENCODER_PREFIXES:
         encoder = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
         if encoder:

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from lib.config.loader import ConfigError
+from lib.config.load import ConfigError
 from lib.sim.events import load_sim_config, write_shards
 
 log = logging.getLogger("lib.sim")

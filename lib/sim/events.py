@@ -10,22 +10,26 @@ simplification are documented in lib.sim.physics.
 
 Output per event (keys of `simulate_events`, branches of the ROOT tree `tree`):
   npho[4760]           photo-electrons (float32)
-  relative_time[4760]  seconds, sensor time minus the earliest time among live
-                       sensors with npho > time_reference_min_npho (so that
-                       minimum is exactly 0; if no sensor passes, the earliest
-                       live sensor is the reference)
+  relative_time[4760]  seconds, sensor time minus the earliest time among the
+                       valid (neither dead nor NaN) entries with npho >
+                       time_reference_min_npho (so that minimum is exactly 0;
+                       if none passes, the earliest valid entry is the reference)
   energyTruth          GeV
   timeTruth            seconds, time of the first interaction on the same clock
                        as relative_time (negative: before the reference hit)
-  uvwTruth[3]          cm, first interaction point on the inner face frame:
-                       u = z; v = r_inner * (phi - pi), phi = atan2(y, x) in
-                       [0, 2 pi) (arc length from the -x axis, v > 0 for y < 0);
-                       w = sqrt(x^2 + y^2) - r_inner (radial depth behind the face)
+  uvwTruth[3]          cm, first interaction point in MEG's inner-face frame
+                       (lib.geometry.coordinates): u = z; v = -(phi - pi) * R_in,
+                       phi = atan2(y, x) in [0, 2 pi) (arc on the inner face, v > 0
+                       for y > 0); w = sqrt(x^2 + y^2) - R_in; R_in = 64.97
   xyzTruth[3]          cm, first interaction point
-  emiAng[2]            degrees, (theta from +z, phi = atan2(y, x) mod 360) of emiVec
-  emiVec[3]            unit emission direction
+  emiAng[2]            degrees, MEG emission angles of emiVec: theta from +z in
+                       [0, 180], phi = atan2(y, -x) in (-180, 180]
+  emiVec[3]            unit emission direction (vertex to first interaction)
   xyzVTX[3]            cm, vertex
   run (int32), event (int64, unique within a run across the shards of one call)
+Sensors sit at the nominal places of lib.geometry, or at those of an as-built
+table (`sensor_table`, see lib.geometry.sensor_table). Units and conventions of
+every branch: docs/conventions.md.
 Detector effects: a fixed set of dead sensors per run (fraction dead_fraction)
 reads DEAD_VALUE (1e10) in npho and relative_time; a random fraction
 nan_fraction of the other entries reads NaN in both.
@@ -46,9 +50,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from threadpoolctl import threadpool_limits
 
 from lib import geometry
-from lib.config.loader import ConfigError
+from lib.config.load import ConfigError
 from lib.io.atomic import atomic_write
-from lib.geometry.coordinates import uvw_from_xyz
+from lib.geometry.coordinates import unit_vectors_to_angles, uvw_from_xyz
+from lib.geometry.sensor_table import SensorGeometry, sensor_geometry
 from lib.sim import physics
 
 log = logging.getLogger(__name__)
@@ -108,6 +113,8 @@ class SimConfig(BaseModel):
     time_jitter_ns: float = Field(2.0, ge=0, description="time sigma of a single photo-electron")
     gaussian_above_npho: float = Field(100.0, gt=0, description="expected pe above which counts are Gaussian")
     time_reference_min_npho: float = Field(50.0, ge=0)
+    sensor_table: str | None = Field(None, description="as-built sensor table (id x y z [nx ny nz], cm) replacing "
+                                     "the nominal positions and normals; see lib.geometry.sensor_table")
     dead_fraction: float = Field(0.01, ge=0, lt=0.5)
     nan_fraction: float = Field(1e-4, ge=0, lt=0.01)
 
@@ -181,18 +188,22 @@ def _sample_truth(cfg: SimConfig, n: int, rng: np.random.Generator) -> dict[str,
 
 
 def _earliest_reference(npho: np.ndarray, time_ns: np.ndarray, live: np.ndarray, min_npho: float) -> np.ndarray:
-    """Per event, the earliest time among live sensors (S,) with npho > min_npho (else among live sensors)."""
+    """Per event, the earliest time among live sensors (n, S) with npho > min_npho (else among live sensors)."""
     candidates = live & (npho > min_npho)
-    candidates[~candidates.any(axis=1)] = live
+    none = ~candidates.any(axis=1)
+    candidates[none] = live[none]
     reference = np.where(candidates, time_ns, np.inf).min(axis=1)
     return np.where(np.isfinite(reference), reference, 0.0)
 
 
-def _sensor_signals(cfg: SimConfig, truth: dict[str, np.ndarray], dead: np.ndarray,
+def _sensor_signals(cfg: SimConfig, sensors: SensorGeometry, truth: dict[str, np.ndarray], live: np.ndarray,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """npho (n, S), relative time in s (n, S) and the per-event reference time in ns, block by block."""
+    """npho (n, S), relative time in s (n, S) and the per-event reference time in ns, block by block.
+
+    The time reference is taken among the `live` (n, S) entries only, so no defect can remove it.
+    """
     n = len(truth["energy"])
-    response = physics.SensorResponse(cfg)
+    response = physics.SensorResponse(cfg, sensors)
     npho = np.empty((n, geometry.N_SENSORS), dtype=np.float32)
     relative_time = np.empty_like(npho)
     reference = np.empty(n)
@@ -204,36 +215,44 @@ def _sensor_signals(cfg: SimConfig, truth: dict[str, np.ndarray], dead: np.ndarr
         jitter = rng.standard_normal(counts.shape, dtype=np.float32)
         jitter *= np.float32(cfg.time_jitter_ns) / np.sqrt(np.maximum(counts, 1.0))
         time_ns += jitter
-        reference[block] = _earliest_reference(counts, time_ns, ~dead, cfg.time_reference_min_npho)
+        reference[block] = _earliest_reference(counts, time_ns, live[block], cfg.time_reference_min_npho)
         time_ns -= reference[block, None].astype(np.float32)
         npho[block] = counts
         np.multiply(time_ns, np.float32(_NS), out=relative_time[block])
     return npho, relative_time, reference
 
 
-def _mark_defects(npho: np.ndarray, relative_time: np.ndarray, dead: np.ndarray, nan_fraction: float,
-                  rng: np.random.Generator) -> None:
-    """In place: DEAD_VALUE on dead sensors, NaN on a random nan_fraction of the live entries."""
-    npho[:, dead] = DEAD_VALUE
-    relative_time[:, dead] = DEAD_VALUE
-    live = np.flatnonzero(~dead)
-    n_nan = rng.binomial(len(npho) * len(live), nan_fraction)
-    rows, cols = rng.integers(0, len(npho), n_nan), rng.choice(live, n_nan)
-    npho[rows, cols] = np.nan
-    relative_time[rows, cols] = np.nan
+def _nan_entries(n: int, dead: np.ndarray, nan_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, S) bool: a random nan_fraction of the entries of the sensors that are not dead."""
+    alive = np.flatnonzero(~dead)
+    n_nan = rng.binomial(n * len(alive), nan_fraction)
+    nan = np.zeros((n, geometry.N_SENSORS), dtype=bool)
+    nan[rng.integers(0, n, n_nan), rng.choice(alive, n_nan)] = True
+    return nan
 
 
-def simulate_events(cfg: SimConfig, n: int, rng: np.random.Generator, *, first_event: int = 0) -> dict[str, np.ndarray]:
-    """Simulate n events; returns the output arrays keyed by branch name (see the module docstring)."""
+def _mark_defects(npho: np.ndarray, relative_time: np.ndarray, dead: np.ndarray, nan: np.ndarray) -> None:
+    """In place: DEAD_VALUE on dead sensors (S,), NaN on the `nan` (n, S) entries."""
+    for values in (npho, relative_time):
+        values[:, dead] = DEAD_VALUE
+        values[nan] = np.nan
+
+
+def simulate_events(cfg: SimConfig, n: int, rng: np.random.Generator, *, first_event: int = 0,
+                    sensors: SensorGeometry | None = None) -> dict[str, np.ndarray]:
+    """Simulate n events; returns the output arrays keyed by branch name (see the module docstring).
+
+    `sensors` defaults to the geometry of cfg.sensor_table (the nominal layout when it is None).
+    """
+    sensors = sensor_geometry(cfg.sensor_table) if sensors is None else sensors
     truth = _sample_truth(cfg, n, rng)
     dead = physics.dead_channel_mask(cfg.run_number, cfg.dead_fraction)
+    nan = _nan_entries(n, dead, cfg.nan_fraction, rng)
     # The products inside are (deposits x 3) @ (3 x sensors): memory-bound, so BLAS threads only add contention.
     with threadpool_limits(limits=1, user_api="blas"):
-        npho, relative_time, reference_ns = _sensor_signals(cfg, truth, dead, rng)
-    _mark_defects(npho, relative_time, dead, cfg.nan_fraction, rng)
+        npho, relative_time, reference_ns = _sensor_signals(cfg, sensors, truth, ~dead & ~nan, rng)
+    _mark_defects(npho, relative_time, dead, nan)
     direction = truth["direction"]
-    emission_angles = np.stack([np.degrees(np.arccos(np.clip(direction[:, 2], -1.0, 1.0))),
-                                np.mod(np.degrees(np.arctan2(direction[:, 1], direction[:, 0])), 360.0)], axis=-1)
     return {
         "npho": npho,
         "relative_time": relative_time,
@@ -241,7 +260,7 @@ def simulate_events(cfg: SimConfig, n: int, rng: np.random.Generator, *, first_e
         "timeTruth": ((truth["first_time"] - reference_ns) * _NS).astype(np.float32),
         "uvwTruth": uvw_from_xyz(truth["first"]).astype(np.float32),
         "xyzTruth": truth["first"].astype(np.float32),
-        "emiAng": emission_angles.astype(np.float32),
+        "emiAng": np.stack(unit_vectors_to_angles(direction), axis=-1).astype(np.float32),
         "emiVec": direction.astype(np.float32),
         "xyzVTX": truth["vertex"].astype(np.float32),
         "run": np.full(n, cfg.run_number, dtype=np.int32),
@@ -263,21 +282,24 @@ def _shard_sizes(n_events: int, n_shards: int) -> list[int]:
     return [n_events // n_shards + (k < n_events % n_shards) for k in range(n_shards)]
 
 
-def _event_chunks(cfg: SimConfig, n: int, rng: np.random.Generator, first_event: int):
+def _event_chunks(cfg: SimConfig, sensors: SensorGeometry, n: int, rng: np.random.Generator, first_event: int):
     for start in range(0, n, cfg.chunk_events):
-        yield simulate_events(cfg, min(cfg.chunk_events, n - start), rng, first_event=first_event + start)
+        yield simulate_events(cfg, min(cfg.chunk_events, n - start), rng, first_event=first_event + start,
+                              sensors=sensors)
 
 
-def _write_root(path: Path, cfg: SimConfig, n: int, rng: np.random.Generator, first_event: int) -> None:
+def _write_root(path: Path, cfg: SimConfig, sensors: SensorGeometry, n: int, rng: np.random.Generator,
+                first_event: int) -> None:
     compression = None if cfg.compression == "none" else _COMPRESSION[cfg.compression](cfg.compression_level)
     with uproot.recreate(path, compression=compression) as file:
         tree = file.mktree(TREE_NAME, _branch_types())
-        for chunk in _event_chunks(cfg, n, rng, first_event):
+        for chunk in _event_chunks(cfg, sensors, n, rng, first_event):
             tree.extend(chunk)
 
 
-def _write_npz(path: Path, cfg: SimConfig, n: int, rng: np.random.Generator, first_event: int) -> None:
-    chunks = list(_event_chunks(cfg, n, rng, first_event))
+def _write_npz(path: Path, cfg: SimConfig, sensors: SensorGeometry, n: int, rng: np.random.Generator,
+               first_event: int) -> None:
+    chunks = list(_event_chunks(cfg, sensors, n, rng, first_event))
     arrays = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
@@ -292,12 +314,14 @@ def write_shards(cfg: SimConfig, out_dir: str | Path, n_events: int | None = Non
                  fmt: Literal["root", "npz"] | None = None, seed: int | None = None) -> list[Path]:
     """Simulate and write DIR/shard_0000.<fmt> ...; arguments left None come from cfg.
 
-    Refuses (FileExistsError) before simulating anything if any target shard exists.
+    Refuses (FileExistsError) before simulating anything if any target shard exists, and a bad
+    cfg.sensor_table (SensorTableError, a ConfigError) before creating anything.
     Each file is written under a temporary name and renamed when complete.
     """
     overrides = {"events": n_events, "shards": n_shards, "format": fmt, "seed": seed}
     cfg = validate_sim_config({**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}},
                               "write_shards arguments")
+    sensors = sensor_geometry(cfg.sensor_table)
     out_dir = Path(out_dir)
     paths = [out_dir / f"shard_{k:04d}.{cfg.format}" for k in range(cfg.shards)]
     existing = [str(p) for p in paths if p.exists()]
@@ -309,7 +333,7 @@ def write_shards(cfg: SimConfig, out_dir: str | Path, n_events: int | None = Non
     first_event = 0
     for k, (path, size) in enumerate(zip(paths, _shard_sizes(cfg.events, cfg.shards))):
         started = time.perf_counter()
-        atomic_write(path, lambda tmp: writer(tmp, cfg, size, shard_rng(cfg.seed, k), first_event))
+        atomic_write(path, lambda tmp: writer(tmp, cfg, sensors, size, shard_rng(cfg.seed, k), first_event))
         seconds = time.perf_counter() - started
         log.info("%s: %d events (%d..%d) in %.1f s, %.0f events/s, %.1f MB", path, size, first_event,
                  first_event + size - 1, seconds, size / seconds, path.stat().st_size / 1e6)

@@ -61,6 +61,7 @@ from lib.geometry.coordinates import azimuth, radius
 from lib.geometry.sensors import INNER_RADIUS
 
 if TYPE_CHECKING:
+    from lib.geometry.sensor_table import SensorGeometry
     from lib.sim.events import SimConfig
 
 SPEED_OF_LIGHT_CM_PER_NS = 29.9792458
@@ -135,12 +136,16 @@ def sample_shower_offsets(cfg: SimConfig, energy_mev: np.ndarray, rng: np.random
 
 
 class SensorResponse:
-    """Expected light and arrival times of all sensors for point deposits (float32 throughout)."""
+    """Expected light and arrival times of all sensors for point deposits (float32 throughout).
 
-    def __init__(self, cfg: SimConfig) -> None:
+    `sensors` gives the sensor positions and normals (nominal or as-built); the xenon volume and the
+    acceptance stay those of the nominal layout.
+    """
+
+    def __init__(self, cfg: SimConfig, sensors: SensorGeometry) -> None:
         self.cfg = cfg
-        positions = geometry.POSITIONS.astype(np.float32)
-        normals = geometry.NORMALS.astype(np.float32)
+        positions = sensors.positions.astype(np.float32)
+        normals = sensors.normals.astype(np.float32)
         area = np.where(geometry.IS_SIPM, cfg.sipm_area_cm2, cfg.pmt_area_cm2)
         efficiency = np.where(geometry.IS_SIPM, cfg.sipm_efficiency, cfg.pmt_efficiency)
         self.positions_t = np.ascontiguousarray(positions.T)  # (3, S)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from lib.config.task_schema import TASK_SPECS, TaskConfig
 from lib.geometry.coordinates import unit_vectors_to_angles
-from lib.tasks.losses import cosine_loss
+from lib.tasks.regression_losses import cosine_loss
 from lib.tasks.metrics import opening_angles_deg, quantile_68, wrap_degrees
 from lib.tasks.registry import register_task
 from lib.tasks.target import Batch, RegressionTarget

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.config.task_schema import TASK_SPECS, TaskConfig, check_task_config
-from lib.tasks.losses import per_sample_loss
+from lib.tasks.regression_losses import per_sample_loss
 from lib.tasks.metrics import residual_summary
 from lib.tasks.reweighting import InverseHistogramWeights
 from lib.tasks.standardizer import Standardizer

@@ -26,7 +26,7 @@ from lib.config import (
     validate_data,
     write_resolved,
 )
-from lib.config.loader import parse_yaml_value
+from lib.config.load import parse_yaml_value
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS = MAEConfig()
@@ -216,17 +216,58 @@ def test_legacy_keys_migrate_with_warning_and_file_is_untouched(tmp_path):
     with pytest.warns(DeprecationWarning) as caught:
         cfg = load_config(path)
     warned = " ".join(str(warning.message) for warning in caught)
-    assert all(f"'{new}'" in warned for new in LEGACY_KEYS.values())
-    assert (cfg.training.time.mask_ratio_scale, cfg.training.time.npho_threshold) == (0.5, 50.0)
+    written = ("training.time_mask_ratio_scale", "training.npho_threshold", "training.use_npho_time_weight")
+    assert all(f"'{LEGACY_KEYS[old]}'" in warned for old in written)
+    assert (cfg.training.time.mask_ratio_scale, cfg.normalization.npho_threshold) == (0.5, 50.0)
     assert cfg.training.time.use_npho_weight is True
     assert path.read_bytes() == before
 
 
-def test_new_key_wins_over_legacy_key(tmp_path):
+OLD_THRESHOLDS = {  # the loss's time threshold in old configs, at 50
+    "training.time.npho_threshold": "training:\n  time:\n    npho_threshold: 50\n",
+    "training.npho_threshold": "training:\n  npho_threshold: 50\n",
+}
+
+
+@pytest.mark.parametrize("old", OLD_THRESHOLDS)
+def test_time_threshold_of_the_loss_moves_to_the_normalization(tmp_path, old):
+    nested = OLD_THRESHOLDS[old]
+    with pytest.warns(DeprecationWarning, match=f"'{old}' is deprecated; write it as 'normalization.npho_threshold'"):
+        cfg = load_config(write(tmp_path, nested))
+    assert cfg.normalization.npho_threshold == 50.0 and "npho_threshold" not in type(cfg.training.time).model_fields
+    with pytest.warns(DeprecationWarning, match=f"ignoring deprecated '{old}'"):  # the same value twice: fine
+        cfg = load_config(write(tmp_path, nested + "normalization:\n  npho_threshold: 50.0\n", "same.yaml"))
+    assert cfg.normalization.npho_threshold == 50.0
+    with pytest.warns(DeprecationWarning):
+        assert load_config(None, [f"{old}=30"]).normalization.npho_threshold == 30.0
+
+
+@pytest.mark.parametrize("old", OLD_THRESHOLDS)
+def test_conflicting_time_thresholds_are_refused_in_one_line(tmp_path, old):
+    path = write(tmp_path, OLD_THRESHOLDS[old] + "normalization:\n  npho_threshold: 100\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"{old} = 50 disagrees with normalization.npho_threshold = 100" in message and "cfg.yaml" in message
+
+
+def test_resolved_config_of_an_old_checkpoint_loads(custom_cfg):
+    old = to_dict(custom_cfg)
+    old["training"]["time"]["npho_threshold"] = 100.0  # both thresholds, as every old resolved config has them
+    with pytest.warns(DeprecationWarning, match="ignoring deprecated 'training.time.npho_threshold'"):
+        assert load_resolved(old) == custom_cfg
+    old["normalization"]["npho_threshold"] = 0.0
+    with pytest.raises(ConfigError, match="training.time.npho_threshold = 100.0 disagrees"):
+        load_resolved(old)
+
+
+def test_the_newer_of_two_legacy_keys_wins(tmp_path):
     path = write(tmp_path, "training:\n  npho_threshold: 50\n  time:\n    npho_threshold: 70\n")
-    with pytest.warns(DeprecationWarning, match="ignoring"):
+    with pytest.warns(DeprecationWarning) as caught:
         cfg = load_config(path)
-    assert cfg.training.time.npho_threshold == 70.0
+    assert "ignoring deprecated 'training.npho_threshold'" in " ".join(str(w.message) for w in caught)
+    assert cfg.normalization.npho_threshold == 70.0
 
 
 def test_legacy_key_in_override():
@@ -247,7 +288,7 @@ def test_round_trip_through_dict_and_yaml(tmp_path, custom_cfg):
     assert load_resolved(to_dict(custom_cfg)) == custom_cfg
     legacy = {"training": {"npho_threshold": 5.0}}
     with pytest.warns(DeprecationWarning):
-        assert load_resolved(legacy).training.time.npho_threshold == 5.0
+        assert load_resolved(legacy).normalization.npho_threshold == 5.0
     assert legacy == {"training": {"npho_threshold": 5.0}}, "load_resolved must not edit its input"
     assert load_resolved(yaml.safe_load(dump_yaml(custom_cfg))) == custom_cfg
     out = write_resolved(custom_cfg, tmp_path / "run" / "config.yaml")

@@ -7,18 +7,20 @@ import numpy as np
 import pytest
 import torch
 
+from lib.config.schema import DataConfig
 from lib.data.files import DataError
 from lib.data.loader import EventLoader
 from lib.geometry import N_SENSORS
-from lib.normalization import NormalizationConfig, normalize
+from lib.normalization import NormalizationConfig, normalize, time_loss_weight
 from tests.conftest import TRUTH_SHAPES, make_events, write_npz, write_root
 
 NORM = NormalizationConfig()
 
 
-def loader(paths, **kw) -> EventLoader:
-    kw.setdefault("batch_size", 8)
-    return EventLoader(paths, norm=NORM, **kw)
+def loader(paths, *, role="train", rank=0, world_size=1, seed=0, extras=(), **data) -> EventLoader:
+    """EventLoader over a DataConfig with the `data` fields given (batches of 8, no workers unless given)."""
+    config = DataConfig(**{"batch_size": 8, "num_workers": 0, **data})
+    return EventLoader(paths, config, NORM, role=role, rank=rank, world_size=world_size, seed=seed, extras=extras)
 
 
 def event_ids(batches) -> list[list[int]]:
@@ -52,8 +54,8 @@ def test_batch_memory_is_reused_once_batches_are_let_go(shard_dir):
 
 def test_npz_and_root_give_the_same_batches(tmp_path, shard_events):
     events = {k: v[:40] for k, v in shard_events.items()}
-    from_root = list(loader(write_root(tmp_path / "a.root", events), shuffle=False))
-    from_npz = list(loader(write_npz(tmp_path / "a.npz", events), shuffle=False))
+    from_root = list(loader(write_root(tmp_path / "a.root", events), shuffle_buffer=0))
+    from_npz = list(loader(write_npz(tmp_path / "a.npz", events), shuffle_buffer=0))
     assert len(from_root) == len(from_npz) == 5
     for a, b in zip(from_root, from_npz):
         assert set(a) == set(b)
@@ -66,7 +68,7 @@ def test_bad_values_load_with_false_masks(tmp_path):
     events["npho"][0] = np.nan  # all-NaN event
     events["npho"][1] = 1e10  # "missing" marker everywhere
     events["npho"][2] = -2 * NORM.npho_scale  # below the log1p domain
-    data = loader(write_root(tmp_path / "bad.root", events), shuffle=False)
+    data = loader(write_root(tmp_path / "bad.root", events), shuffle_buffer=0)
     (batch,) = list(data)
     for row in range(3):
         assert not batch["npho_valid"][row].any() and not batch["time_valid"][row].any()
@@ -94,7 +96,7 @@ def test_steps_per_epoch_and_max_events(shard_dir):
     assert len(loader(shard_dir, steps_per_epoch=3)) == len(list(loader(shard_dir, steps_per_epoch=3))) == 3
     with pytest.raises(DataError, match="steps_per_epoch=16, but every rank can deliver only 15"):
         loader(shard_dir, steps_per_epoch=16)
-    capped = loader(shard_dir, max_events=50, shuffle=False)
+    capped = loader(shard_dir, max_events=50, shuffle_buffer=0)
     assert capped.n_events == 50 and sorted(sum(event_ids(capped), [])) == list(range(48))
 
 
@@ -137,15 +139,14 @@ def test_seeded_order_and_new_order_each_epoch(shard_dir):
 MODES = [(0, False), (2, False), (0, True)]  # (num_workers, in_memory)
 
 
-@pytest.mark.parametrize("drop_last", [True, False])
+@pytest.mark.parametrize("role", ["train", "eval"])
 @pytest.mark.parametrize(("num_workers", "in_memory"), MODES)
-def test_resume_equals_uninterrupted(shard_dir, num_workers, in_memory, drop_last):
-    kw = dict(batch_size=16, shuffle_buffer=30, num_workers=num_workers, in_memory=in_memory, seed=5,
-              drop_last=drop_last)  # fmt: skip
+def test_resume_equals_uninterrupted(shard_dir, num_workers, in_memory, role):
+    kw = dict(batch_size=16, shuffle_buffer=30, num_workers=num_workers, in_memory=in_memory, seed=5, role=role)
     whole = loader(shard_dir, **kw)
     whole.set_epoch(1)
     expected = event_ids(whole)
-    for n_head in (3, len(whole) - 1):  # without drop_last, the last resume point is before the partial batch
+    for n_head in (3, len(whole) - 1):  # for "eval", the last resume point is before the partial batch
         interrupted = loader(shard_dir, **kw)
         interrupted.set_epoch(1)
         stream = iter(interrupted)
@@ -184,8 +185,8 @@ def test_worker_processes_stay_up_and_follow_the_epoch(shard_dir):
 
 
 def test_in_memory_equals_streaming(shard_dir):
-    streamed = list(loader(shard_dir, shuffle=False))
-    held = list(loader(shard_dir, shuffle=False, in_memory=True))
+    streamed = list(loader(shard_dir, shuffle_buffer=0))
+    held = list(loader(shard_dir, shuffle_buffer=0, in_memory=True))
     assert len(streamed) == len(held)
     for a, b in zip(streamed, held):
         assert set(a) == set(b)
@@ -245,13 +246,13 @@ def test_in_order_keeps_order_bounds_lookahead_and_raises():
             list(in_order(threads, work, range(10), ahead=2))
 
 
-# ------------------------------------------------------------------------------- drop_last=False
+# ------------------------------------------------------------------------------- role "eval": every event
 @pytest.mark.parametrize(("num_workers", "in_memory"), MODES)
-def test_without_drop_last_every_event_comes_once_on_each_rank(tmp_path, num_workers, in_memory):
+def test_eval_every_event_comes_once_on_each_rank(tmp_path, num_workers, in_memory):
     sizes = [37, 29, 13]  # uneven files, none a multiple of the batch size
     for k, n in enumerate(sizes):
         write_root(tmp_path / f"f{k}.root", make_events(n, first_event=100 * k))
-    kw = dict(shuffle_buffer=20, num_workers=num_workers, in_memory=in_memory, drop_last=False)
+    kw = dict(shuffle_buffer=20, num_workers=num_workers, in_memory=in_memory, role="eval")
     ranks = [loader(tmp_path, rank=r, world_size=2, **kw) for r in range(2)]
     per_rank = [[b["event"].tolist() for b in r] for r in ranks]
     for r, (data, batches) in enumerate(zip(ranks, per_rank)):
@@ -267,10 +268,10 @@ def test_without_drop_last_every_event_comes_once_on_each_rank(tmp_path, num_wor
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_without_drop_last_the_full_batches_come_first_and_unchanged(shard_dir, num_workers):
-    kw = dict(batch_size=16, shuffle_buffer=30, num_workers=num_workers, seed=3)
+def test_eval_gives_the_full_batches_of_an_unshuffled_train_loader_first(shard_dir, num_workers):
+    kw = dict(batch_size=16, shuffle_buffer=0, num_workers=num_workers, seed=3)
     full = event_ids(loader(shard_dir, **kw))
-    every = event_ids(loader(shard_dir, drop_last=False, **kw))
+    every = event_ids(loader(shard_dir, role="eval", **{**kw, "shuffle_buffer": 30}))  # eval never shuffles
     # shard_dir's 120 events: 7 full batches + 8 events in one stream, 3 + 12 in each of two
     assert every[: len(full)] == full
     assert [len(b) for b in every[len(full) :]] == ([8] if num_workers == 0 else [12, 12])
@@ -278,9 +279,9 @@ def test_without_drop_last_the_full_batches_come_first_and_unchanged(shard_dir, 
 
 
 @pytest.mark.parametrize("in_memory", [False, True])
-def test_without_drop_last_a_data_set_smaller_than_a_batch_is_one_batch(tmp_path, in_memory):
+def test_eval_a_data_set_smaller_than_a_batch_is_one_batch(tmp_path, in_memory):
     events = make_events(5)
-    data = loader(write_root(tmp_path / "small.root", events), in_memory=in_memory, drop_last=False)
+    data = loader(write_root(tmp_path / "small.root", events), in_memory=in_memory, role="eval")
     (batch,) = list(data)
     assert len(data) == 1 and batch["event"].tolist() == list(range(5))
     x, _, time_valid = normalize(events["npho"], events["relative_time"], NORM)
@@ -290,15 +291,51 @@ def test_without_drop_last_a_data_set_smaller_than_a_batch_is_one_batch(tmp_path
 
 
 @pytest.mark.parametrize(("num_workers", "in_memory"), MODES)
-def test_without_drop_last_a_rank_without_events_yields_nothing(tmp_path, num_workers, in_memory):
+def test_eval_a_rank_without_events_yields_nothing(tmp_path, num_workers, in_memory):
     path = write_root(tmp_path / "one.root", make_events(1))  # rank 0 of 2 gets entries [0, 0)
     empty, other = (loader(path, rank=r, world_size=2, num_workers=num_workers, in_memory=in_memory,
-                           drop_last=False) for r in range(2))  # fmt: skip
+                           role="eval") for r in range(2))  # fmt: skip
     assert len(empty) == 0 and list(empty) == [] and list(empty) == []
     assert (empty.state_dict()["epoch"], empty.state_dict()["batches_done"]) == (0, 0)
     assert event_ids(other) == [[0]]
 
 
-def test_steps_per_epoch_needs_drop_last(shard_dir):
-    with pytest.raises(DataError, match="steps_per_epoch=3 with drop_last=False"):
-        loader(shard_dir, steps_per_epoch=3, drop_last=False)
+def test_eval_takes_max_val_events_and_no_step_limit(shard_dir):
+    data = loader(shard_dir, role="eval", steps_per_epoch=3, max_events=10, max_val_events=50)
+    assert data.n_events == 50 and sum(event_ids(data), []) == list(range(50)) and len(data) == 7
+
+
+def test_unknown_role_or_extra_column_is_refused(shard_dir):
+    with pytest.raises(ValueError, match="role must be one of"):
+        loader(shard_dir, role="validate")
+    with pytest.raises(ValueError, match=r"unknown extra loader column\(s\) \['npho_weight'\]"):
+        loader(shard_dir, extras=["npho_weight"])
+
+
+# ------------------------------------------------------------------------------- extra columns
+EXTRAS = ("time_weight", "npho_raw", "time_raw")
+
+
+@pytest.mark.parametrize(("num_workers", "in_memory"), MODES)
+def test_extra_columns_hold_the_files_raw_inputs_and_the_time_weight(shard_dir, shard_events, num_workers,
+                                                                      in_memory):
+    data = loader(shard_dir, batch_size=16, shuffle_buffer=30, num_workers=num_workers, in_memory=in_memory,
+                  extras=EXTRAS, role="eval")
+    for batch in list(data) + list(data):  # recycled batch memory must not mix events up
+        ids = batch["event"].numpy()
+        npho, time = shard_events["npho"][ids], shard_events["relative_time"][ids]
+        np.testing.assert_array_equal(batch["npho_raw"].numpy(), npho)  # bit-exact: the files' values
+        np.testing.assert_array_equal(batch["time_raw"].numpy(), time)
+        _, _, time_valid = normalize(npho, time, NORM)
+        assert batch["time_weight"].dtype == torch.float32
+        np.testing.assert_array_equal(batch["time_weight"].numpy(), time_loss_weight(npho, time_valid))
+        expected = np.where(time_valid, np.sqrt(npho.astype(np.float64)), 0.0)
+        np.testing.assert_allclose(batch["time_weight"].numpy(), expected, rtol=1e-7)
+        assert (batch["time_weight"].numpy()[~time_valid] == 0).all() and (~time_valid).any()
+
+
+def test_without_extras_the_batch_has_only_the_model_columns(shard_dir):
+    batch = next(iter(loader(shard_dir)))
+    assert set(batch) == {"x", "npho_valid", "time_valid", "run", "event", *TRUTH_SHAPES}
+    (only_weight,) = list(loader(shard_dir, extras=["time_weight"], steps_per_epoch=1))
+    assert set(only_weight) == set(batch) | {"time_weight"}

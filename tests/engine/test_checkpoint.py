@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pytest
 import torch
 
-from lib.engine import CheckpointError, EarlyStopping, NonFiniteLossError, RunDirError, Trainer, load_checkpoint
+from lib.config import to_dict
+from lib.engine import (
+    CheckpointError, EarlyStopping, NonFiniteLossError, RunDirError, Trainer, evaluation_weights, load_checkpoint,
+)
 from lib.engine.checkpoint import prune_epoch_checkpoints, save_checkpoint
 from lib.engine.distributed import DistInfo
 from lib.engine.rundir import prepare_run_dir
-from tests.engine.ddp_worker import ToyLoader, ToyModel, ToyTask, toy_config, toy_data
+from tests.engine.ddp_worker import Interrupted, ToyLoader, ToyModel, ToyTask, toy_config, toy_data
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -90,7 +94,7 @@ def test_resume_refuses_a_different_model_config(tmp_path):
     _trainer(toy_config(tmp_path, training={"epochs": 1})).fit()
     last = tmp_path / "toy" / "checkpoints" / "last.pt"
     changed = toy_config(tmp_path, model={"decoder_dim": 64}, checkpoint={"resume_from": str(last)})
-    with pytest.raises(CheckpointError, match=r"model\.decoder_dim: checkpoint=128, config=64"):
+    with pytest.raises(CheckpointError, match=r"model\.decoder_dim: 128 -> 64"):
         _trainer(changed, resuming=True)
 
 
@@ -124,3 +128,37 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert last["epoch"] == 1 and last["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in last["model"].values())
     assert sorted(os.listdir(tmp_path / "toy" / "checkpoints")) == ["best.pt", "epoch_0001.pt", "last.pt"]
+
+
+@pytest.mark.parametrize("ema", [True, False], ids=["ema", "no-ema"])
+def test_evaluation_weights_are_the_ema_when_the_run_kept_one(tmp_path, ema):
+    cfg = toy_config(tmp_path, training={"epochs": 1, "ema": {"enabled": ema, "decay": 0.5}})
+    trainer = _trainer(cfg)
+    trainer.fit()
+    config, weights = evaluation_weights(tmp_path / "toy" / "checkpoints" / "last.pt")
+    expected = (trainer.ema.module if ema else trainer.raw_model).state_dict()
+    assert config == to_dict(cfg) and weights.keys() == expected.keys()
+    assert all(torch.equal(weights[k], expected[k]) for k in expected)
+    assert ema == any(not torch.equal(weights[k], trainer.raw_model.state_dict()[k]) for k in expected)
+
+
+def test_an_ema_enabled_on_resume_starts_from_the_resumed_weights(tmp_path):
+    _trainer(toy_config(tmp_path, training={"epochs": 1})).fit()
+    resumed = _trainer(toy_config(tmp_path, training={"epochs": 2, "ema": {"enabled": True}},
+                                  checkpoint={"auto_resume": True}), resuming=True)
+    saved = load_checkpoint(tmp_path / "toy" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(saved[k], v) for k, v in resumed.ema.module.state_dict().items())
+
+
+def test_a_checkpoint_of_another_world_size_restarts_its_epoch(tmp_path, caplog):
+    cfg = toy_config(tmp_path, training={"epochs": 1}, checkpoint={"save_every_steps": 1, "auto_resume": True})
+    with pytest.raises(Interrupted):
+        _trainer(cfg, ToyTask(interrupt_at_step=2)).fit()
+    last = tmp_path / "toy" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    save_checkpoint({**state, "rank_states": state["rank_states"] * 2}, last)  # as if written by two ranks
+    with caplog.at_level(logging.INFO):
+        trainer = _trainer(cfg, resuming=True)
+    assert "written by 2 ranks, this run has 1" in caplog.text and "epoch 1 restarts from its first batch" in caplog.text
+    assert (trainer.state.epoch, trainer.state.batch_in_epoch, trainer.state.global_step) == (0, 0, 2)
+    assert trainer.fit()["global_step"] == 2 + 4

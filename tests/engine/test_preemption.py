@@ -1,6 +1,7 @@
 """A preemption signal makes the trainer write last.pt and stop; resuming from it loses nothing."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -41,6 +42,11 @@ def _fit(tmp_path, run_name: str, at_step: int | None = None, signum: int = sign
     return trainer
 
 
+def _history(tmp_path, run_name: str) -> list[dict]:
+    records = json.loads((tmp_path / run_name / "training_history.json").read_text())
+    return [{k: v for k, v in record.items() if k != "time_s"} for record in records]
+
+
 @pytest.fixture(autouse=True)
 def _restore_signal_handlers():
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM)}
@@ -59,7 +65,22 @@ def test_signal_checkpoints_after_the_current_step_and_resume_is_exact(tmp_path,
     assert (last["epoch"], last["batch_in_epoch"], last["global_step"]) == (0, 3, 3)
 
     resumed = _fit(tmp_path, "preempted")
-    assert resumed.global_step == straight.global_step == 16
+    assert resumed.state.global_step == straight.state.global_step == 16
     for (name, expected), actual in zip(straight.raw_model.state_dict().items(),
                                         resumed.raw_model.state_dict().values()):
         assert torch.equal(expected, actual), name
+
+
+def test_signal_on_the_last_step_of_an_epoch_resumes_exactly(tmp_path):
+    straight = _fit(tmp_path, "straight")
+
+    with pytest.raises(Preempted, match="preempted at global step 8"):
+        _fit(tmp_path, "preempted", at_step=7)  # 8 steps per epoch: the checkpoint holds a trained, unvalidated epoch
+    last = load_checkpoint(tmp_path / "preempted" / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["batch_in_epoch"], last["global_step"]) == (0, 8, 8)
+
+    resumed = _fit(tmp_path, "preempted")
+    for (name, expected), actual in zip(straight.raw_model.state_dict().items(),
+                                        resumed.raw_model.state_dict().values()):
+        assert torch.equal(expected, actual), name
+    assert _history(tmp_path, "preempted") == _history(tmp_path, "straight")

@@ -50,7 +50,7 @@ def _spot_events(rng: np.random.Generator, n: int) -> tuple[np.ndarray, dict[str
     cols = rng.uniform(5, INNER.shape[1] - 6, n)
     width = rng.uniform(0.6, 1.2, n)
     u = np.interp(cols, np.arange(INNER.shape[1]), COL_Z)
-    v = R_INNER * (np.interp(rows, np.arange(INNER.shape[0]), ROW_PHI) - np.pi)
+    v = -R_INNER * (np.interp(rows, np.arange(INNER.shape[0]), ROW_PHI) - np.pi)  # MEG: v = -(phi - pi) R_in
     depth = 2.0 + 4.0 * width  # deeper showers spread wider
     return _spot_light(rows, cols, width), {"uvwTruth": np.stack([u, v, depth], 1)}
 
@@ -80,7 +80,7 @@ def test_centroid_ignores_an_invalid_hot_sensor():
     npho[0, fake], npho_valid[0, fake] = 1e12, False
     position = baseline.predict(npho, np.zeros_like(npho), npho_valid, npho_valid)["position"]
     assert position[0, 0] == pytest.approx(COL_Z[20], abs=1e-9)
-    assert position[0, 1] == pytest.approx(R_INNER * (ROW_PHI[40] - np.pi), abs=1e-6)
+    assert position[0, 1] == pytest.approx(-R_INNER * (ROW_PHI[40] - np.pi), abs=1e-6)
 
 
 def test_time_recovers_interaction_time_with_distance_correction():

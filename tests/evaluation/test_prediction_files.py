@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lib.geometry import N_SENSORS
-from lib.normalization import NormalizationConfig, describe
+from lib.normalization import CHANNEL_INDEX, NormalizationConfig, describe, normalize, npho_inverse, time_inverse
 from lib.evaluation.prediction_files import (
     PredictionFileError,
     read_predictions,
@@ -15,7 +15,7 @@ from lib.evaluation.prediction_files import (
 )
 
 N = 6
-NORMALIZATION = describe(NormalizationConfig())
+NORMALIZATION = describe(NormalizationConfig())  # metadata of regressor files
 
 
 def _regression_inputs(rng):
@@ -88,17 +88,17 @@ def test_bad_regression_input_raises_before_writing(tmp_path, change, message):
     assert [p.name for p in tmp_path.iterdir()] == ["pred.root"]
 
 
-def _mae_inputs(rng, channels):
-    x = rng.normal(size=(2, N_SENSORS, 2)).astype(np.float32)
+def _mae_inputs(rng, channels, norm=NormalizationConfig()):
+    npho = rng.exponential(300.0, (2, N_SENSORS)).astype(np.float32)
+    time = rng.normal(0.0, 5e-8, (2, N_SENSORS)).astype(np.float32)
+    npho[0, :5] = [np.nan, 1e10, 0.0, 20.0, -1.0]  # invalid and dim sensors keep their raw values
+    x, npho_valid, time_valid = normalize(npho, time, norm)
     return {
-        "run": [1, 1], "event": [5, 9], "x": x,
-        "mask": rng.random((2, N_SENSORS)) < 0.5,
-        "pred": rng.normal(size=(2, N_SENSORS, len(channels))).astype(np.float32),
-        "npho_valid": rng.random((2, N_SENSORS)) < 0.9,
-        "time_valid": rng.random((2, N_SENSORS)) < 0.8,
+        "run": [1, 1], "event": [5, 9], "npho": npho, "time": time, "npho_valid": npho_valid,
+        "time_valid": time_valid, "mask": rng.random((2, N_SENSORS)) < 0.5,
+        "pred": x[..., [CHANNEL_INDEX[c] for c in channels]],  # a perfect reconstruction of the input
         "truth": {"energyTruth": np.array([0.05, 0.04], np.float32), "uvwTruth": rng.normal(size=(2, 3))},
-        "metadata": {"predict_channels": channels, "normalization": NORMALIZATION, "checkpoint": "m.pt",
-                     "split": "val"},
+        "norm": norm, "metadata": {"predict_channels": channels, "checkpoint": "m.pt", "split": "val"},
     }
 
 
@@ -110,17 +110,31 @@ def test_mae_round_trip(tmp_path, channels):
     expected = {"run", "event", "input_npho", "input_time", "mask", "npho_valid", "time_valid",
                 "energyTruth", "uvwTruth"} | {f"pred_{c}" for c in channels}
     assert set(arrays) == expected
-    np.testing.assert_array_equal(arrays["input_npho"], inputs["x"][..., 0])
-    np.testing.assert_array_equal(arrays["input_time"], inputs["x"][..., 1])
-    for i, channel in enumerate(channels):
-        np.testing.assert_array_equal(arrays[f"pred_{channel}"], inputs["pred"][..., i])
+    np.testing.assert_array_equal(arrays["input_npho"], inputs["npho"])  # the raw inputs, bit for bit
+    np.testing.assert_array_equal(arrays["input_time"], inputs["time"])
     for name in ("mask", "npho_valid", "time_valid"):
         np.testing.assert_array_equal(arrays[name].astype(bool), inputs[name])
     np.testing.assert_allclose(arrays["uvwTruth"], inputs["truth"]["uvwTruth"])
     np.testing.assert_array_equal(arrays["event"], [5, 9])
     assert metadata["predict_channels"] == channels
-    assert metadata["normalization"] == NORMALIZATION
+    assert metadata["units"] == {"npho": "photo-electrons", "time": "s"}
     assert NormalizationConfig(**metadata["normalization"]) == NormalizationConfig()
+
+
+@pytest.mark.parametrize("scheme", ["log1p", "sqrt"])
+def test_mae_predictions_are_physical_and_equal_the_raw_inputs_they_reconstruct(tmp_path, scheme):
+    norm = NormalizationConfig(npho_scheme=scheme, time_shift=0.3)
+    inputs = _mae_inputs(np.random.default_rng(6), ["npho", "time"], norm)
+    arrays, _ = read_predictions(write_mae_predictions(tmp_path / "mae.root", **inputs))
+    assert arrays["pred_npho"].dtype == arrays["pred_time"].dtype == np.float32
+    for channel, valid in (("npho", inputs["npho_valid"]), ("time", inputs["time_valid"])):
+        got, raw = arrays[f"pred_{channel}"], arrays[f"input_{channel}"]
+        np.testing.assert_allclose(got[valid], raw[valid], rtol=2e-5, atol=1e-12)
+    # the prediction of an invalid sensor is the inverse of what the model output there (the sentinel)
+    expected = {"npho": npho_inverse(np.float64(norm.npho_sentinel), norm),
+                "time": time_inverse(np.float64(norm.time_sentinel), norm)}
+    np.testing.assert_allclose(arrays["pred_npho"][0, 0], expected["npho"], rtol=1e-6)
+    np.testing.assert_allclose(arrays["pred_time"][~inputs["time_valid"]], expected["time"], rtol=1e-6)
 
 
 def test_mae_pred_must_match_predict_channels(tmp_path):

@@ -66,7 +66,7 @@ def test_bad_flag_names_the_flag():
 
 def _spec(**kw) -> LaunchSpec:
     return LaunchSpec(**{"entry": "lib.train_mae", "config": "/runs/a/config.yaml", "workdir": "/w",
-                         "procs_per_node": 1, **kw})
+                         "procs_per_node": 1, "grace_s": 45, **kw})
 
 
 def test_launch_command_single_process_runs_the_entry_point():
@@ -87,12 +87,16 @@ def test_launch_command_several_nodes_rendezvous_on_the_first_host():
         command)
     endpoint = next(arg for arg in command if arg.startswith("--rdzv_endpoint="))
     assert re.fullmatch(r"--rdzv_endpoint=n01:\d+", endpoint)
+    assert "--rdzv_conf=is_host=0" in command
+    assert "--rdzv_conf=is_host=1" in launch_command(_spec(procs_per_node=2, nodes=3), node_rank=0, python="py")
 
 
-def test_cpu_jobs_hide_gpus_and_torchrun_relays_sigusr1():
+def test_cpu_jobs_hide_gpus_and_torchrun_relays_sigusr1_with_the_grace_as_shutdown_timeout():
     env = launch_environment(_spec(procs_per_node=2, cpu=True), base={})
     assert env["CUDA_VISIBLE_DEVICES"] == ""
-    assert "SIGUSR1" in env["TORCHELASTIC_SIGNALS_TO_HANDLE"].split(",")
+    for variable in ("PET_SIGNALS_TO_HANDLE", "TORCHELASTIC_SIGNALS_TO_HANDLE"):
+        assert "SIGUSR1" in env[variable].split(",")
+    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "45"
     assert "CUDA_VISIBLE_DEVICES" not in launch_environment(_spec(), base={})
 
 

@@ -19,8 +19,7 @@ INNER, TOP = torch.tensor(face_ids("inner")), torch.tensor(face_ids("top"))
 
 def _loss(**overrides) -> ReconstructionLoss:
     kwargs = dict(predict_channels=["npho", "time"], loss_fn="smooth_l1", beta=1.0, npho_weight=1.0,
-                  time_weight=1.0, time_npho_threshold=100.0, use_npho_weight=False,
-                  auto_channel_weight=False, track_mae_rmse=False, norm=NORM)
+                  time_weight=1.0, use_npho_weight=False, auto_channel_weight=False, track_mae_rmse=False)
     return ReconstructionLoss(**{**kwargs, **overrides})
 
 
@@ -56,20 +55,20 @@ def test_unmasked_predictions_do_not_change_the_loss():
     assert torch.equal(loss_fn(other, x, mask, npho_valid, time_valid)[0], reference)
 
 
-def test_time_loss_ignores_low_npho_and_time_invalid_entries():
+def test_time_loss_takes_the_time_valid_sensors_and_applies_no_threshold_of_its_own():
     x, mask, npho_valid, time_valid = _inputs()
     mask[:] = False
     mask[0, INNER[:30]] = True
-    x[0, INNER[:10], 0] = _raw_npho_to_normalized(torch.full((10,), 50.0))  # below the 100 threshold
+    x[0, INNER[:10], 0] = _raw_npho_to_normalized(torch.full((10,), 5.0))  # dim, yet time-valid: counts
     time_valid[0, INNER[10:20]] = False
     pred = x.clone()
-    pred[0, INNER[:20], 1] += 3.0  # wrong time only where it must be ignored
-    loss_fn = _loss(time_npho_threshold=100.0)
+    pred[0, INNER[10:20], 1] += 3.0  # wrong time only where time is invalid
+    loss_fn = _loss()
     _, metrics = loss_fn(pred, x, mask, npho_valid, time_valid)
     assert metrics["loss_time"].item() == 0.0
-    pred[0, INNER[25], 1] += 3.0  # an eligible entry
+    pred[0, INNER[3], 1] += 3.0  # a dim sensor that the loader called time-valid
     _, metrics = loss_fn(pred, x, mask, npho_valid, time_valid)
-    expected = F.smooth_l1_loss(torch.tensor(3.0), torch.tensor(0.0)).item() / 10  # 1 of the 10 eligible entries
+    expected = F.smooth_l1_loss(torch.tensor(3.0), torch.tensor(0.0)).item() / 20  # 1 of the 20 eligible entries
     assert metrics["loss_time"].item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -95,19 +94,21 @@ def test_each_loss_fn_matches_torch_and_faces_count_equally(name, functional):
     assert metrics["loss_top_npho"].item() == pytest.approx(top_only.item(), rel=1e-5)
 
 
-def test_sqrt_npho_weighting_of_the_time_loss():
+def test_time_loss_is_weighted_by_the_batch_time_weight():
     x, mask, npho_valid, time_valid = _inputs()
     mask[:] = False
     ids = INNER[:50]
     mask[0, ids] = True
     pred = x + torch.randn_like(x)
-    raw = NORM.npho_scale * torch.expm1(x[0, ids, 0] * NORM.npho_scale2)
+    time_weight = torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(3)) * 40  # e.g. sqrt(raw npho)
     elementwise = F.mse_loss(pred[0, ids, 1], x[0, ids, 1], reduction="none")
-    expected = (raw.sqrt() * elementwise).sum() / raw.sqrt().sum()
-    _, metrics = _loss(loss_fn="mse", use_npho_weight=True)(pred, x, mask, npho_valid, time_valid)
-    assert metrics["loss_time"].item() == pytest.approx(expected.item(), rel=1e-4)
-    _, unweighted = _loss(loss_fn="mse")(pred, x, mask, npho_valid, time_valid)
+    expected = (time_weight[0, ids] * elementwise).sum() / time_weight[0, ids].sum()
+    _, metrics = _loss(loss_fn="mse", use_npho_weight=True)(pred, x, mask, npho_valid, time_valid, time_weight)
+    assert metrics["loss_time"].item() == pytest.approx(expected.item(), rel=1e-5)
+    _, unweighted = _loss(loss_fn="mse")(pred, x, mask, npho_valid, time_valid, time_weight)
     assert unweighted["loss_time"].item() == pytest.approx(elementwise.mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="use_npho_weight needs the batch's time_weight"):
+        _loss(use_npho_weight=True)(pred, x, mask, npho_valid, time_valid)
 
 
 def test_channel_weights_and_learned_channel_weighting():

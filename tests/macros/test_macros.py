@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.normalization import NormalizationConfig, describe, normalize
+from lib.normalization import NormalizationConfig, normalize
 from lib.evaluation.prediction_files import write_mae_predictions, write_regression_predictions
 from tests.conftest import make_events, write_npz
 
@@ -68,10 +68,10 @@ def test_event_display_with_mae_predictions(tmp_path):
     rng = np.random.default_rng(1)
     order = [1, 0]  # the prediction file lists the events in another order: matched on (run, event)
     write_mae_predictions(
-        tmp_path / "mae.root", run=events["run"][order], event=events["event"][order], x=x[order],
-        mask=rng.random((2, x.shape[1])) < 0.3, pred=x[order][..., :1] + 0.1, npho_valid=npho_valid[order],
-        time_valid=time_valid[order], truth={},
-        metadata={"predict_channels": ["npho"], "normalization": describe(cfg), "checkpoint": "m.pt", "split": "val"})
+        tmp_path / "mae.root", run=events["run"][order], event=events["event"][order], npho=events["npho"][order],
+        time=events["relative_time"][order], npho_valid=npho_valid[order], time_valid=time_valid[order],
+        mask=rng.random((2, x.shape[1])) < 0.3, pred=x[order][..., :1] + 0.1, truth={}, norm=cfg,
+        metadata={"predict_channels": ["npho"], "checkpoint": "m.pt", "split": "val"})
 
     result = run_macro("event_display.py", "--input", shard, "--event", 1, "--mae-predictions", "mae.root",
                        "--out", "display.png", cwd=tmp_path)

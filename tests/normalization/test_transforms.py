@@ -1,4 +1,4 @@
-"""Tests for lib/normalization.py: transforms, inverses, validity masks, presets."""
+"""Tests for lib/normalization: transforms, inverses, validity masks, time-loss weights, presets."""
 from __future__ import annotations
 
 import math
@@ -13,14 +13,15 @@ from lib.normalization import (
     NPHO_SCHEMES,
     NormalizationConfig,
     check_compatible,
-    denormalize,
     describe,
     normalize,
+    normalize_rows,
     npho_domain_min,
     npho_forward,
     npho_inverse,
     time_forward,
     time_inverse,
+    time_loss_weight,
     validity_masks,
 )
 
@@ -263,15 +264,35 @@ def test_normalize_in_float32_matches_float64_across_blocks(backend, monkeypatch
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_denormalize_recovers_valid_entries(backend):
-    cfg = NormalizationConfig(npho_scheme="anscombe")
-    npho = np.array([[150.0, 2.0e4, 1e10], [np.nan, 300.0, 120.0]])
-    time = np.array([[1e-7, -2e-7, 0.0], [0.0, np.nan, 3e-7]])
-    x, npho_valid, time_valid = normalize(as_backend(npho, backend), as_backend(time, backend), cfg)
-    npho_back, time_back = (to_numpy(v) for v in denormalize(x, cfg))
-    npho_valid, time_valid = to_numpy(npho_valid), to_numpy(time_valid)
-    np.testing.assert_allclose(npho_back[npho_valid], npho[npho_valid], rtol=1e-5)
-    np.testing.assert_allclose(time_back[time_valid], time[time_valid], rtol=1e-5)
+def test_time_loss_weight_is_sqrt_raw_npho_where_time_is_valid(backend):
+    cfg = NormalizationConfig(npho_threshold=-5.0)  # lets a negative npho be time-valid
+    npho = np.array([[150.0, 2.0e4, 1e10, -3.0], [np.nan, 300.0, 4.0, 0.0]])
+    time = np.array([[1e-7, np.nan, 0.0, 0.0], [0.0, 2e-7, 3e-7, 0.0]])
+    _, _, time_valid = normalize(as_backend(npho, backend), as_backend(time, backend), cfg)
+    weight = to_numpy(time_loss_weight(as_backend(npho, backend), time_valid))
+    assert weight.dtype == np.float32
+    np.testing.assert_array_equal(weight, np.float32([[math.sqrt(150.0), 0, 0, 0], [0, math.sqrt(300.0), 2, 0]]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_time_weight_gives_the_bits_of_the_array_operations(dtype):
+    # normalize_rows writes the weights in the compiled kernel; time_loss_weight computes them
+    # with numpy array operations: the same bits, at every bound (torch's float32 sqrt may differ in the last bit)
+    cfg = NormalizationConfig(npho_threshold=-0.5)
+    edges = np.array([-0.5, 0.0, -0.0, 0.7, 2.0, 9e9, 1e10, np.nan, np.inf], dtype)
+    edges = np.concatenate([edges, np.nextafter(edges, dtype(np.inf)), np.nextafter(edges, dtype(-np.inf))])
+    npho, time = (a.astype(dtype) for a in raw_sample((6, 40), seed=7))
+    npho.reshape(-1)[20 : 20 + len(edges)] = edges
+    rows = np.array([4, 0, 2], np.int64)
+    x, masks = np.zeros((3, 40, 2), np.float32), [np.zeros((3, 40), bool) for _ in range(2)]
+    weight = np.full((3, 40), 7.0, np.float32)
+    normalize_rows(npho, time, cfg, [(rows, np.arange(3), (x, *masks, weight))])
+    _, _, time_valid = normalize(npho[rows], time[rows], cfg)
+    np.testing.assert_array_equal(masks[1], time_valid)
+    np.testing.assert_array_equal(weight, time_loss_weight(npho[rows], time_valid))
+    on_torch = time_loss_weight(torch.from_numpy(npho[rows]), torch.from_numpy(time_valid)).numpy()
+    np.testing.assert_allclose(weight, on_torch, rtol=1e-6, atol=0)
+    assert 0 < time_valid.sum() < time_valid.size and (weight[time_valid] > 0).any()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -299,8 +320,6 @@ def test_bad_inputs_raise():
         normalize(np.zeros(3), np.zeros(4), cfg)
     with pytest.raises(TypeError, match="both"):
         normalize(np.zeros(3), torch.zeros(3), cfg)
-    with pytest.raises(ValueError, match=r"\(\.\.\., 2\)"):
-        denormalize(np.zeros((4, 3)), cfg)
 
 
 # ---------------------------------------------------------------- config, presets, metadata

@@ -10,6 +10,7 @@ import pytest
 from lib.geometry import N_SENSORS
 from lib.plots import (
     binned_half_width_68,
+    display_rows,
     history_from_mlflow,
     load_history,
     mae_entry,
@@ -21,7 +22,8 @@ from lib.plots import (
     plot_resolution_vs,
     read_event,
 )
-from lib.evaluation.prediction_files import write_regression_predictions
+from lib.evaluation.prediction_files import read_predictions, write_mae_predictions, write_regression_predictions
+from lib.normalization import NormalizationConfig, normalize
 from tests.conftest import make_events, write_npz
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -184,3 +186,30 @@ def test_mae_entry_matches_run_and_event():
         mae_entry(arrays, {"run": 9, "event": 1}, index=0, source="m.root")
     with pytest.raises(ValueError, match="entry 3 is out of range"):
         mae_entry(arrays, {}, index=3, source="m.root")
+
+
+def test_display_shows_the_mae_files_physical_values_as_they_are(tmp_path, shard):
+    events, norm = make_events(2), NormalizationConfig(npho_scheme="sqrt", time_shift=0.2)
+    events["npho"][1, :10] = 1e10
+    x, npho_valid, time_valid = normalize(events["npho"], events["relative_time"], norm)
+    rng = np.random.default_rng(5)
+    path = write_mae_predictions(
+        tmp_path / "mae.root", run=events["run"], event=events["event"], npho=events["npho"],
+        time=events["relative_time"], npho_valid=npho_valid, time_valid=time_valid,
+        mask=rng.random((2, N_SENSORS)) < 0.4, pred=x + rng.normal(0.0, 0.05, x.shape).astype(np.float32),
+        truth={}, norm=norm, metadata={"predict_channels": ["npho", "time"], "checkpoint": "m.pt", "split": "val"})
+    arrays, metadata = read_predictions(path)
+    entry = {name: values[1] for name, values in arrays.items()}
+    rows = {row.label: row for row in display_rows(read_event(shard, 1), entry, metadata)}
+    np.testing.assert_array_equal(rows["pred npho"].values, entry["pred_npho"])  # drawn as the file holds them
+    np.testing.assert_array_equal(rows["pred time [ns]"].values, entry["pred_time"] * 1e9)
+    np.testing.assert_array_equal(rows["pred - input npho"].values, entry["pred_npho"] - entry["input_npho"])
+    shown = rows["pred - input time [ns]"].shown
+    assert (shown == entry["mask"].astype(bool) & entry["time_valid"].astype(bool)).all() and shown.any()
+    masked_valid = entry["npho_valid"].astype(bool) & entry["mask"].astype(bool)
+    error = rows["pred - input npho"].values[masked_valid] / entry["input_npho"][masked_valid]
+    assert np.abs(np.median(error)) < 0.05  # physical: the prediction is near the raw input it reconstructs
+    older = {key: value for key, value in metadata.items() if key != "units"}
+    with pytest.raises(ValueError, match="holds normalized values"):
+        display_rows(read_event(shard, 1), entry, older)
+    assert_pngs([plot_event_display(read_event(shard, 1), tmp_path / "mae.png", entry, metadata)], {"mae.png"})

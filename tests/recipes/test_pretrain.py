@@ -5,6 +5,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import uproot
@@ -55,6 +56,35 @@ def test_mae_run_fills_the_artifacts_tree(mae_run):
         assert tree.num_entries == VAL_EVENTS
         keys = [str(k) for k in file["metadata"]["key"].array(library="np")]
     assert {"predict_channels", "normalization", "checkpoint"} <= set(keys)
+
+
+def test_mae_predictions_hold_the_raw_inputs_and_physical_reconstructions(mae_run, e2e_data):
+    from lib.evaluation.prediction_files import read_predictions
+
+    arrays, metadata = read_predictions(mae_run.run_dir / "predictions" / "mae_predictions_val.root")
+    (val_file,) = e2e_data.val.glob("*.root")
+    with uproot.open(val_file) as file:
+        raw = file["tree"].arrays(["event", "npho", "relative_time"], library="np")
+    rows = np.searchsorted(raw["event"], arrays["event"])
+    np.testing.assert_array_equal(raw["event"][rows], arrays["event"])
+    np.testing.assert_array_equal(arrays["input_npho"], raw["npho"][rows])  # the file's values, bit for bit
+    np.testing.assert_array_equal(arrays["input_time"], raw["relative_time"][rows])
+    assert metadata["units"] == {"npho": "photo-electrons", "time": "s"}
+    # physical, not normalized (normalized values are O(0.01-1) for both channels)
+    assert np.median(np.abs(arrays["pred_npho"])) > 1 and np.median(np.abs(arrays["pred_time"])) < 1e-6
+
+
+def test_npho_weighted_time_loss_takes_the_loaders_time_weight(e2e_data):
+    from lib.config import load_config
+    from lib.data.build import build_loader
+
+    cfg = load_config(MAE_CONFIG, ["training.time.use_npho_weight=true", f"data.train_path={e2e_data.train}",
+                                   f"data.batch_size={BATCH}", "data.num_workers=0"])
+    batch = next(iter(build_loader(cfg, "train", 0, 1)))
+    loss, metrics, _ = MAEModel(cfg)(batch)
+    assert torch.isfinite(loss) and metrics["loss_time"] > 0
+    with pytest.raises(ValueError, match="use_npho_weight needs the batch's time_weight"):
+        MAEModel(cfg)({key: value for key, value in batch.items() if key != "time_weight"})
 
 
 def test_mae_run_is_one_mlflow_run_with_params_and_val_history(mae_run):
@@ -187,7 +217,7 @@ def test_resume_with_another_model_config_is_refused(e2e_data, save_dir, mae_run
     last = mae_run.run_dir / "checkpoints" / "last.pt"
     message = _refused(caplog, mae_args(e2e_data, save_dir, "wider", "--resume_from", str(last),
                                         "--set", "model.encoder_dim=96"))
-    assert "model.encoder_dim" in message and "checkpoint=64" in message and "config=96" in message
+    assert "model.encoder_dim: 64 -> 96" in message
     assert not (save_dir / "wider").exists()
     assert tree_listing(mae_run.run_dir) == before
 

@@ -9,7 +9,8 @@ import pytest
 import uproot
 
 from lib import geometry
-from lib.config.loader import ConfigError
+from lib.config.load import ConfigError
+from lib.geometry import SensorTableError
 from lib.sim.__main__ import main
 from lib.sim.events import (
     DEAD_VALUE,
@@ -18,20 +19,19 @@ from lib.sim.events import (
     simulate_events,
     write_shards,
 )
+from tests.geometry.tables import as_built_table, write_table
 
 N_EVENTS = 400
 VECTOR_SIZES = {"npho": geometry.N_SENSORS, "relative_time": geometry.N_SENSORS, "uvwTruth": 3, "xyzTruth": 3,
                 "emiAng": 2, "emiVec": 3, "xyzVTX": 3}
 SCALAR_DTYPES = {"energyTruth": np.float32, "timeTruth": np.float32, "run": np.int32, "event": np.int64}
 
-INNER = geometry.POSITIONS[geometry.SENSOR_FACE == geometry.FACE_INNER]
-R_INNER = np.hypot(INNER[:, 0], INNER[:, 1]).mean()
+R_INNER = 64.84 + 0.13  # MEG: inner spacer radius + MPPC height
 
 
-def _sensor_uv(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(u, v) of sensors: u = z, v = r_inner * (phi - pi), phi in [0, 2 pi)."""
-    phi = np.mod(np.arctan2(positions[:, 1], positions[:, 0]), 2 * np.pi)
-    return positions[:, 2], R_INNER * (phi - np.pi)
+def _meg_v(xyz: np.ndarray) -> np.ndarray:
+    """MEG's v = -(phi - pi) * R_in, phi = atan2(y, x) in [0, 2 pi)."""
+    return -(np.mod(np.arctan2(xyz[:, 1], xyz[:, 0]), 2 * np.pi) - np.pi) * R_INNER
 
 
 def _live(events: dict[str, np.ndarray]) -> np.ndarray:
@@ -78,8 +78,8 @@ def test_energy_range_and_line(cfg, events):
 def test_truth_coordinates_are_consistent(events):
     xyz, uvw = events["xyzTruth"].astype(np.float64), events["uvwTruth"].astype(np.float64)
     np.testing.assert_allclose(uvw[:, 0], xyz[:, 2], atol=1e-4)  # u = z
-    phi = np.mod(np.arctan2(xyz[:, 1], xyz[:, 0]), 2 * np.pi)
-    np.testing.assert_allclose(uvw[:, 1], R_INNER * (phi - np.pi), atol=1e-3)  # v: arc length from -x
+    np.testing.assert_allclose(uvw[:, 1], _meg_v(xyz), atol=1e-3)  # v: arc length from -x, MEG's sign
+    assert ((uvw[:, 1] > 0) == (xyz[:, 1] > 0)).all(), "v > 0 on the +y side"
     radial_depth = np.hypot(xyz[:, 0], xyz[:, 1]) - R_INNER
     np.testing.assert_allclose(uvw[:, 2], radial_depth, atol=1e-3)  # w: radial depth
     assert (uvw[:, 2] > 0).all(), "first interaction must lie behind the inner face"
@@ -89,9 +89,10 @@ def test_truth_coordinates_are_consistent(events):
 def test_direction_vertex_and_conversion_depth(cfg, events):
     vec, vertex = events["emiVec"].astype(np.float64), events["xyzVTX"].astype(np.float64)
     np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1.0, atol=1e-6)
-    theta, phi = np.radians(events["emiAng"].astype(np.float64)).T
-    expected = np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], axis=1)
+    theta, phi = np.radians(events["emiAng"].astype(np.float64)).T  # MEG: phi = atan2(y, -x)
+    expected = np.stack([-np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], axis=1)
     np.testing.assert_allclose(expected, vec, atol=1e-5)
+    assert (np.abs(events["emiAng"][:, 1]) < 90).all(), "towards the detector (-x), |phi| < 90 deg"
     np.testing.assert_allclose(vertex.std(axis=0), cfg.vertex_sigma_cm, rtol=0.2)
     assert np.abs(vertex.mean(axis=0)).max() < 0.15
     # the first interaction lies on the ray from the vertex along emiVec ...
@@ -122,8 +123,8 @@ def test_total_light_is_linear_in_energy(events):
 def test_hottest_inner_sensor_is_near_truth(events):
     inner_ids = geometry.grid_ids("inner").ravel()
     light = np.where(_live(events), events["npho"], -1.0)[:, inner_ids]
-    u, v = _sensor_uv(geometry.POSITIONS[inner_ids[light.argmax(axis=1)]])
-    distance = np.hypot(u - events["uvwTruth"][:, 0], v - events["uvwTruth"][:, 1])
+    hottest = geometry.POSITIONS[inner_ids[light.argmax(axis=1)]]
+    distance = np.hypot(hottest[:, 2] - events["uvwTruth"][:, 0], _meg_v(hottest) - events["uvwTruth"][:, 1])
     assert np.mean(distance < 3.0) > 0.9
 
 
@@ -139,6 +140,14 @@ def test_relative_time_reference_and_time_truth(cfg, events):
     predicted = events["timeTruth"] + distance / cfg.light_speed_cm_per_ns * 1e-9
     residual = events["relative_time"][np.arange(N_EVENTS), hottest] - predicted
     assert abs(np.median(residual)) < 0.5e-9
+
+
+def test_time_reference_is_never_a_nan_entry():
+    cfg = SimConfig(nan_fraction=0.009)
+    events = simulate_events(cfg, 200, np.random.default_rng(5))
+    live = _live(events)
+    referenced = np.where(live & (events["npho"] > cfg.time_reference_min_npho), events["relative_time"], np.inf)
+    np.testing.assert_array_equal(referenced.min(axis=1), 0.0)
 
 
 def test_dead_channels_per_run(cfg, events):
@@ -227,3 +236,33 @@ def test_cli_flags_override_yaml(tmp_path, caplog):
 def test_demo_config_validates():
     cfg = load_sim_config(Path(__file__).parents[2] / "config" / "sim" / "demo.yaml")
     assert cfg.events >= cfg.shards > 1
+
+
+def test_sensor_table_moves_the_sensors_of_the_simulation(tmp_path):
+    nominal_table = write_table(tmp_path / "nominal.txt", geometry.POSITIONS, geometry.NORMALS)
+    positions, normals, changed = as_built_table()
+    as_built = write_table(tmp_path / "as_built.txt", positions, normals)
+    nominal = simulate_events(SimConfig(), 30, np.random.default_rng(3))
+    same = simulate_events(SimConfig(sensor_table=str(nominal_table)), 30, np.random.default_rng(3))
+    moved = simulate_events(SimConfig(sensor_table=str(as_built)), 30, np.random.default_rng(3))
+    for key in nominal:
+        np.testing.assert_array_equal(same[key], nominal[key])
+    np.testing.assert_array_equal(moved["uvwTruth"], nominal["uvwTruth"])  # same showers ...
+    unchanged = np.setdiff1d(np.arange(geometry.N_SENSORS), changed)
+    assert not np.array_equal(moved["npho"][:, changed], nominal["npho"][:, changed])  # ... seen by moved sensors
+    mean_change = np.nanmean(np.abs(moved["npho"][:, unchanged] - nominal["npho"][:, unchanged]))
+    assert mean_change < np.nanmean(np.abs(moved["npho"][:, changed] - nominal["npho"][:, changed]))
+
+
+def test_bad_sensor_table_fails_before_writing(tmp_path, capsys):
+    table = tmp_path / "mm.txt"
+    table.write_text("".join(f"{i} {x * 10} {y * 10} {z * 10}\n" for i, (x, y, z) in enumerate(geometry.POSITIONS)))
+    with pytest.raises(SensorTableError, match="mm.txt:1: sensor 0"):
+        write_shards(SimConfig(sensor_table=str(table)), tmp_path / "out", n_events=4, n_shards=1)
+    assert not (tmp_path / "out").exists()
+    config = tmp_path / "sim.yaml"
+    config.write_text(f"sensor_table: {tmp_path / 'missing.txt'}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(config), "--out", str(tmp_path / "out"), "--events", "4", "--shards", "1"])
+    assert exit_info.value.code == 2
+    assert "geometry.sensor_table" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
-# Start or stop a throw-away single-node SLURM cluster for the tests.
+# Start or stop a throw-away two-node SLURM cluster on this one machine for the tests.
 #
-#   eval "$(tests/slurm/cluster.sh start [DIR])"   # prints `export SLURM_CONF=...`
+#   env_line=$(tests/slurm/cluster.sh start [DIR]) && eval "$env_line"   # prints `export SLURM_CONF=...`
 #   tests/slurm/cluster.sh stop [DIR]
 #
-# Needs the Debian packages slurm-wlm and munge (installed by .ci/run). State,
-# logs and the generated slurm.conf live under DIR (default /tmp/xecmae-slurm).
-# The node gets this machine's real CPU count and memory; one partition `debug`.
+# Needs the Debian packages slurm-wlm and munge (installed by .ci/run). State, logs and the
+# generated slurm.conf live under DIR (default /tmp/xecmae-slurm). Two slurmd daemons, nodes n1
+# and n2 (both NodeHostname = this host, n1/n2 resolve to 127.0.0.1 through /etc/hosts), each with
+# this machine's CPU count and memory; one partition `debug` over both. `start` exits non-zero
+# unless both nodes answer. Ports (so that a second cluster can run beside another one):
+#   SLURMCTLD_PORT    slurmctld's port [6817]
+#   SLURMD_BASE_PORT  node nK's slurmd listens on SLURMD_BASE_PORT + K [17000]
 set -euo pipefail
 
 action=${1:-}
 dir=${2:-/tmp/xecmae-slurm}
-node=$(hostname -s)
+ctld_port=${SLURMCTLD_PORT:-6817}
+base_port=${SLURMD_BASE_PORT:-17000}
+nodes=(n1 n2)
+host=$(hostname -s)
 
-start() {
-    mkdir -p "$dir/state" "$dir/spool"
-    local cpus mem_mb
+write_conf() {
+    local cpus mem_mb index
     cpus=$(nproc)
     mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
     cat >"$dir/slurm.conf" <<CONF
 ClusterName=xectest
-SlurmctldHost=$node
+SlurmctldHost=$host
+SlurmctldPort=$ctld_port
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -32,11 +39,11 @@ TaskPlugin=task/none
 ReturnToService=2
 JobRequeue=1
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
+SlurmdSpoolDir=$dir/spool/%n
 SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
+SlurmdPidFile=$dir/slurmd.%n.pid
 SlurmctldLogFile=$dir/slurmctld.log
-SlurmdLogFile=$dir/slurmd.log
+SlurmdLogFile=$dir/slurmd.%n.log
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
@@ -46,9 +53,16 @@ JobCompType=jobcomp/none
 InactiveLimit=0
 KillWait=5
 MinJobAge=600
-NodeName=$node CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
 CONF
+    for index in "${!nodes[@]}"; do
+        echo "NodeName=${nodes[index]} NodeHostname=$host Port=$((base_port + index + 1)) CPUs=$cpus" \
+            "RealMemory=$mem_mb State=UNKNOWN" >>"$dir/slurm.conf"
+    done
+    echo "PartitionName=debug Nodes=$(IFS=,; echo "${nodes[*]}") Default=YES MaxTime=INFINITE State=UP" \
+        >>"$dir/slurm.conf"
+}
+
+start_munge() {
     if [[ ! -s /etc/munge/munge.key ]]; then
         mkdir -p /etc/munge
         dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
@@ -62,22 +76,38 @@ CONF
     if ! munge -n >/dev/null 2>&1; then
         runuser -u munge -- /usr/sbin/munged --force
     fi
+}
+
+start() {
+    local node idle
+    mkdir -p "$dir/state"
+    for node in "${nodes[@]}"; do
+        mkdir -p "$dir/spool/$node"
+        grep -qE "^127\.0\.0\.1[[:space:]]+$node([[:space:]]|$)" /etc/hosts || echo "127.0.0.1 $node" >>/etc/hosts
+    done
+    write_conf
+    start_munge
     export SLURM_CONF=$dir/slurm.conf
     slurmctld -f "$SLURM_CONF"
-    slurmd -f "$SLURM_CONF" -N "$node"
+    for node in "${nodes[@]}"; do
+        slurmd -f "$SLURM_CONF" -N "$node"
+    done
     for _ in $(seq 60); do
-        if sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+        idle=$(sinfo -h -N -o '%N %T' 2>/dev/null | grep -cE ' (idle|mixed|allocated)$' || true)
+        if ((idle == ${#nodes[@]})); then
             echo "export SLURM_CONF=$SLURM_CONF"
             return 0
         fi
         sleep 1
     done
-    echo "SLURM cluster did not come up; see $dir/slurmctld.log and $dir/slurmd.log" >&2
+    echo "SLURM cluster did not come up (nodes: $(sinfo -h -N -o '%N=%T' 2>&1 | tr '\n' ' '));" \
+        "see $dir/slurmctld.log and $dir/slurmd.*.log" >&2
     return 1
 }
 
 stop() {
-    for pidfile in "$dir/slurmd.pid" "$dir/slurmctld.pid"; do
+    local pidfile
+    for pidfile in "$dir"/slurmd.*.pid "$dir/slurmctld.pid"; do
         if [[ -f $pidfile ]]; then
             kill "$(cat "$pidfile")" 2>/dev/null || true
         fi

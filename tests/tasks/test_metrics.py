@@ -77,7 +77,7 @@ def test_position_distance_68_on_isotropic_gaussian(tasks):
 
 def _theta_phi(vectors: np.ndarray) -> np.ndarray:
     theta = np.degrees(np.arccos(vectors[:, 2]))
-    phi = np.degrees(np.arctan2(vectors[:, 1], vectors[:, 0])) % 360
+    phi = np.degrees(np.arctan2(vectors[:, 1], -vectors[:, 0]))  # MEG's emiAng convention
     return np.stack([theta, phi], 1)
 
 

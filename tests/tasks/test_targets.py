@@ -17,8 +17,8 @@ B = 64
 def _batch(rng: np.random.Generator, n: int = B) -> dict[str, torch.Tensor]:
     """Synthetic truth in physical units, as the loader delivers it."""
     theta = rng.uniform(60, 120, n)
-    phi = rng.uniform(120, 240, n)
-    vec = np.stack([np.sin(np.radians(theta)) * np.cos(np.radians(phi)),
+    phi = rng.uniform(-60, 60, n)  # MEG: phi = atan2(y, -x), about 0 towards the detector on the -x side
+    vec = np.stack([-np.sin(np.radians(theta)) * np.cos(np.radians(phi)),
                     np.sin(np.radians(theta)) * np.sin(np.radians(phi)), np.cos(np.radians(theta))], 1)
     as_tensor = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
     return {

@@ -9,7 +9,6 @@ The user's file is only read, never written.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import logging
 import re
 import warnings
@@ -22,7 +21,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from lib.config.schema import KEY_SYNONYMS, LEGACY_KEYS, MAEConfig, RunConfig
+from lib.config.schema import LEGACY_KEYS, MERGED_KEYS, MAEConfig, RunConfig
+from lib.config.suggestions import (
+    RESEARCH_MARKERS_NEEDED,
+    is_mapping_of_sections,
+    research_markers,
+    section_model,
+    suggest_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,24 +142,45 @@ def _has_dotted(data: dict[str, Any], key: str) -> bool:
     return leaf in data
 
 
+def _get_dotted(data: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        data = data[part]
+    return data
+
+
 def _warn_deprecated(message: str) -> None:
     log.warning(message)
     warnings.warn(message, DeprecationWarning, stacklevel=4)
 
 
 def migrate_legacy(data: dict[str, Any], sources: Sources) -> None:
-    """Move legacy keys found in `data` to their current place (the current key wins)."""
+    """Move legacy keys found in `data` to their current place. Given next to its current key, a
+    renamed key is ignored (the current key wins); a merged one (MERGED_KEYS) must agree with it."""
+    moved: dict[str, str] = {}  # current key -> the legacy key moved there
     for old, new in LEGACY_KEYS.items():
         found, value = _pop_dotted(data, old)
         if not found:
             continue
         where = sources.pop(old, "config")
-        if _has_dotted(data, new):
+        if new in moved:
+            _warn_deprecated(f"{where}: ignoring deprecated {old!r} because {moved[new]!r} is also given; "
+                             f"remove both and write {new!r}")
+        elif _has_dotted(data, new):
+            _check_merged_value(old, value, where, new, _get_dotted(data, new), sources.get(new, "config"))
             _warn_deprecated(f"{where}: ignoring deprecated {old!r} because {new!r} is also given; remove {old!r}")
-            continue
-        _warn_deprecated(f"{where}: {old!r} is deprecated; write it as {new!r}")
-        _set_dotted(data, new, value, where)
-        sources[new] = where
+        else:
+            _warn_deprecated(f"{where}: {old!r} is deprecated; write it as {new!r}")
+            _set_dotted(data, new, value, where)
+            sources[new], moved[new] = where, old
+
+
+def _check_merged_value(old: str, value: Any, where: str, new: str, current: Any, current_where: str) -> None:
+    """A merged legacy key given beside its current key with another value: refused."""
+    if old in MERGED_KEYS and value != current:
+        raise ConfigError(
+            f"{where}: {old} = {value!r} disagrees with {new} = {current!r} ({current_where}); they are one "
+            f"setting now: remove {old} and keep the value you mean in {new}"
+        )
 
 
 def _current_key(key: str, origin: str) -> str:
@@ -196,6 +223,10 @@ def load_config(
     from lib.config.extends import read_config_file  # extends builds on read_yaml
 
     data, sources = read_config_file(Path(path)) if path is not None else ({}, {})
+    markers = research_markers(sources, root)  # unknown keys here, so the file cannot validate
+    if len(markers) >= RESEARCH_MARKERS_NEEDED:
+        raise ConfigError(f"{path}: this looks like a research-code config ({', '.join(markers[:3])}, ...); "
+                          f"run `python -m lib.config migrate {path}`")
     migrate_legacy(data, sources)
     for key, value in (cli or {}).items():
         _apply(data, sources, key, value, "command line")
@@ -243,24 +274,18 @@ def _describe_errors(err: ValidationError, root: type[BaseModel], sources: Sourc
     for error in err.errors():
         unknown = error["type"] == "extra_forbidden"
         key, field, parent = _locate(error["loc"], root, unknown)
+        value = error["input"]
+        if not unknown:
+            key, value = _offending_child(key, value, _reason(error, key, field), sources)
         where = _source_of(key, sources)
         head = key + (f" ({where})" if where else "")
         if unknown:
-            reasons.setdefault(head, []).append(f"unknown key; {_suggest(key, parent)}")
+            reasons.setdefault(head, []).append(f"unknown key; {suggest_key(key, parent, root)}")
             continue
-        shown = repr(error["input"])
+        shown = repr(value)
         head += " = " + (shown if len(shown) <= 80 else shown[:77] + "...")
         reasons.setdefault(head, []).append(_reason(error, key, field))
     return [f"{head}: {' or '.join(dict.fromkeys(texts))}" for head, texts in reasons.items()]
-
-
-def _nested_model(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-    return None
 
 
 def _locate(loc: tuple, root: type[BaseModel], unknown: bool) -> tuple[str, FieldInfo | None, type[BaseModel] | None]:
@@ -269,10 +294,15 @@ def _locate(loc: tuple, root: type[BaseModel], unknown: bool) -> tuple[str, Fiel
     model: type[BaseModel] | None = root
     field: FieldInfo | None = None
     owner: type[BaseModel] | None = root
+    name_follows = False  # the item after a name -> section mapping (tasks) is a name, e.g. tasks.energy
     for i, item in enumerate(loc):
-        if model is not None and isinstance(item, str) and item in model.model_fields:
+        if name_follows and isinstance(item, str):
+            parts.append(item)
+            name_follows = False
+        elif model is not None and isinstance(item, str) and item in model.model_fields:
             field, owner = model.model_fields[item], model
-            model = _nested_model(field.annotation)
+            name_follows = is_mapping_of_sections(field.annotation)
+            model = section_model(field.annotation)
             parts.append(item)
         elif isinstance(item, int):
             parts[-1] += f"[{item}]"
@@ -293,16 +323,21 @@ def _source_of(key: str, sources: Sources) -> str | None:
     return inside
 
 
-def _suggest(key: str, model: type[BaseModel] | None) -> str:
-    valid = list(model.model_fields) if model is not None else []
-    prefix, _, name = key.rpartition(".")
-    candidates = valid + [alias for alias, target in KEY_SYNONYMS.items() if target in valid]
-    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    section = prefix or "the top level"
-    if match:
-        best = KEY_SYNONYMS.get(match[0], match[0])
-        return f"did you mean {'.'.join(filter(None, [prefix, best]))!r}?"
-    return f"valid keys in {section}: {', '.join(valid)}"
+def _offending_child(key: str, value: Any, reason: str, sources: Sources) -> tuple[str, Any]:
+    """For a check of a whole section (e.g. of `tasks` or `model`), the key given inside it that the reason
+    names first, and its value; else `key` and `value` themselves."""
+    depth = key.count(".") + 1
+    named = []
+    for given in sources:
+        leaf = given.rpartition(".")[2]
+        if given.startswith(f"{key}.") and given.count(".") == depth:
+            found = re.search(rf"(?<!\w){re.escape(leaf)}(?!\w)", reason)
+            if found:
+                named.append((found.start(), given, leaf))
+    if not named:
+        return key, value
+    _, child, leaf = min(named)
+    return child, value.get(leaf) if isinstance(value, Mapping) else value
 
 
 def _reason(error: Mapping[str, Any], key: str, field: FieldInfo | None) -> str:
