@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from lib.config import to_dict
+from lib.config import ModelConfig, to_dict
 from lib.engine import (
     CheckpointError, EarlyStopping, NonFiniteLossError, RunDirError, Trainer, evaluation_weights, load_checkpoint,
 )
@@ -93,8 +93,9 @@ def test_existing_run_dir_is_refused_without_resume_and_left_untouched(tmp_path)
 def test_resume_refuses_a_different_model_config(tmp_path):
     _trainer(toy_config(tmp_path, training={"epochs": 1})).fit()
     last = tmp_path / "toy" / "checkpoints" / "last.pt"
-    changed = toy_config(tmp_path, model={"decoder_dim": 64}, checkpoint={"resume_from": str(last)})
-    with pytest.raises(CheckpointError, match=r"model\.decoder_dim: 128 -> 64"):
+    default = ModelConfig().decoder_dim
+    changed = toy_config(tmp_path, model={"decoder_dim": 2 * default}, checkpoint={"resume_from": str(last)})
+    with pytest.raises(CheckpointError, match=rf"model\.decoder_dim: {default} -> {2 * default}"):
         _trainer(changed, resuming=True)
 
 
