@@ -146,7 +146,9 @@ def measure_kind(kind: str, args: argparse.Namespace, data: str, device: torch.d
                           f"data.batch_size={batch}")
         model = build_model(row_cfg, kind).to(device)
         flops = flops or count_flops(row_cfg, model, kind, device).forward_backward
-        figures = run_benchmark(row_cfg, model, training_batches(row_cfg, False, device), steps, warmup, device)
+        batches = training_batches(row_cfg, False, device)
+        figures = run_benchmark(row_cfg, model, batches, steps, warmup, device)
+        batches.close()  # stops the loader's workers now, not at garbage collection
         tflops = figures["events_per_s"] * flops / 1e12
         rows.append(SuiteRow(kind, compiled, batch, figures["events_per_s"], tflops, tflops / peak if peak else None,
                              figures["data_wait_fraction"], figures["peak_memory_gib"]))

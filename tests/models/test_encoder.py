@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.geometry import GRID_SHAPES, HEX_NEIGHBORS, N_HEX, N_SENSORS, POSITIONS, grid_ids, hex_ids
+from lib.geometry import HEX_NEIGHBORS, N_HEX, N_SENSORS, POSITIONS, grid_ids, hex_ids
 from lib.models.blocks import DropPath, HexDepthwiseConv
 from lib.config.model_schema import ModelConfig
 from lib.models.encoder import LightPool, XECEncoder
