@@ -201,6 +201,8 @@ class EventLoader:
             file_chunks(k, info.boundaries if info.kind == "root" else fixed_boundaries(n, batch_size), n, batch_size)
             for k, (info, n) in enumerate(zip(self.files, used))
         ]
+        with ChunkReader(self.files, data.tree_name, {name: np.dtype(np.float32) for name in inputs}) as reader:
+            self.input_summary = check_first_chunk(reader, per_file[0][0], data, norm)
         if len(per_file) < world_size:
             logger.warning("only %d input file(s) for %d ranks: sharding by entry ranges", len(per_file), world_size)
         if data.in_memory and data.num_workers:
@@ -222,8 +224,6 @@ class EventLoader:
         self._recycler = BatchRecycler()  # batch arrays of the in-memory mode
         self._spec = self._stream_spec(data, norm, inputs, plans[rank], tuple(extras), made_up_ids)
         self._dataset = StreamDataset(self._spec)
-        with ChunkReader(self.files, data.tree_name, {name: np.dtype(np.float32) for name in inputs}) as reader:
-            self.input_summary = check_first_chunk(reader, per_file[0][0], data, norm)
         logger.info(
             "data: %d files, %d events, rank %d/%d, %d streams, %d steps of %d per epoch%s%s",
             len(self.files), self.n_events, rank, world_size, n_streams, self.steps_per_epoch, batch_size,
