@@ -11,10 +11,10 @@ open and its worker processes up between epochs, as in training), and prints b/a
 the same events and branches; each runs once untimed first (warm file cache, imports,
 worker start-up), then (a) and (b) alternate `--repeat` times and the medians count, so
 a load change on a shared machine hits both alike. Containers the input lacks are written
-as copies of its first kind of shards into a temporary directory (RNTuple copies with one
-cluster per basket range of the TTree). The first lines say what machine and settings the
-figures belong to; the last line is the rate of `normalize` alone. Bad input ends with a
-one-line message and exit code 2.
+as copies of its first kind of shards into a temporary directory (RNTuple copies with the
+TTree's compression and one cluster per basket range of it). The first lines say what
+machine and settings the figures belong to; the last line is the rate of `normalize`
+alone. Bad input ends with a one-line message and exit code 2.
 """
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ import torch
 
 from lib.config.schema import DataConfig, MAEConfig
 from lib.data.build import build_loader
-from lib.data.files import DataError, FileInfo, common_truth_branches, expand_inputs, for_flags, inspect_files, open_root
+from lib.data.files import (
+    DataError, FileInfo, common_truth_branches, expand_inputs, for_flags, inspect_files, open_root,
+)
 from lib.data.loader import EventLoader
 from lib.data.plan import file_chunks
 from lib.data.readers import ChunkReader, read_root_range
@@ -118,7 +120,10 @@ def write_copies(infos: Sequence[FileInfo], branches: Sequence[str], tree: str, 
         if container == "npz":
             write = functools.partial(_savez, arrays=arrays)
         else:
-            write = functools.partial(_rntuple, arrays=arrays, tree=tree, boundaries=info.boundaries)
+            with open_root(info.path) as source:
+                compression = source.file.compression
+            write = functools.partial(_rntuple, arrays=arrays, tree=tree, boundaries=info.boundaries,
+                                      compression=compression)
         suffix = ".npz" if container == "npz" else ".root"
         paths.append(atomic_write(out_dir / f"{info.path.stem}_{container}{suffix}", write))
     return paths
@@ -129,11 +134,12 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(file, **arrays)
 
 
-def _rntuple(path: Path, arrays: dict[str, np.ndarray], tree: str, boundaries: Sequence[int]) -> None:
+def _rntuple(path: Path, arrays: dict[str, np.ndarray], tree: str, boundaries: Sequence[int],
+             compression: object) -> None:
     import uproot
 
     cuts = [b for b in boundaries if b > 0]
-    with uproot.recreate(path) as file:
+    with uproot.recreate(path, compression=compression) as file:
         for start, stop in zip([0, *cuts[:-1]], cuts):
             cluster = {name: values[start:stop] for name, values in arrays.items()}
             if start == 0:

@@ -47,10 +47,10 @@ def _range(values: np.ndarray) -> tuple[float, float]:
 def summarize(npho: np.ndarray, time: np.ndarray, norm: NormalizationConfig) -> InputSummary:
     """InputSummary of raw npho / time rows (events, sensors)."""
     x, npho_valid, time_valid = normalize(npho, time, norm)
-    largest = tuple(float(np.abs(x[..., c][valid]).max(initial=0.0)) for c, valid in enumerate((npho_valid,
-                                                                                                time_valid)))
+    masks = (npho_valid, time_valid)
+    largest = tuple(float(np.abs(x[..., channel][valid]).max(initial=0.0)) for channel, valid in enumerate(masks))
     return InputSummary(len(npho), float(npho_valid.mean()), float(time_valid.mean()), _range(npho[npho_valid]),
-                        _range(time[time_valid]), largest)  # fmt: skip
+                        _range(time[time_valid]), largest)
 
 
 def problems(summary: InputSummary, data: DataConfig, norm: NormalizationConfig) -> list[str]:
@@ -68,9 +68,9 @@ def problems(summary: InputSummary, data: DataConfig, norm: NormalizationConfig)
     elif summary.time_valid == 0:
         found.append(f"no sensor time is valid: branch {time!r} holds no finite time below 9e9 where npho >= "
                      f"normalization.npho_threshold={norm.npho_threshold:g}; check {SETTINGS['time']}")
-    unit = {0: (npho, summary.npho_range, "npho_scheme / npho_scale"), 1: (time, summary.time_range,
-                                                                          "time_scale / time_shift (s)")}
-    for channel, (branch, (low, high), keys) in unit.items():
+    channels = ((npho, summary.npho_range, "npho_scheme / npho_scale"),
+                (time, summary.time_range, "time_scale / time_shift (s)"))
+    for channel, (branch, (low, high), keys) in enumerate(channels):
         if summary.largest_normalized[channel] > MAX_NORMALIZED:
             found.append(f"branch {branch!r} has values from {low:.4g} to {high:.4g}, which normalize to magnitudes "
                          f"up to {summary.largest_normalized[channel]:.3g} (expected a few units); check its unit "

@@ -50,8 +50,9 @@ class FinetuneTask:
         self._collector = PredictionCollector(tasks)
 
     def _selected(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The batch, with training.fiducial_only marking the events inside evaluation.fiducial as SELECTED."""
-        if not self.cfg.training.fiducial_only:
+        """The batch, with training.fiducial_only marking the events inside evaluation.fiducial as SELECTED
+        (validation files without uvwTruth are not cut; training files without it are refused in `build`)."""
+        if not self.cfg.training.fiducial_only or FIDUCIAL_POSITION not in batch:
             return batch
         return {**batch, SELECTED: inside_fiducial(batch[FIDUCIAL_POSITION], self.cfg.evaluation.fiducial)}
 

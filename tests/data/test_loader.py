@@ -218,7 +218,7 @@ def test_bench_reports_machine_settings_and_every_container(shard_dir, capsys):
 
 @pytest.mark.parametrize("flags, fragment", [
     ((), "no TTree or RNTuple 'tree' (found: events (TTree)); set --tree"),
-    (("--tree", "events", "--time-branch", "t"), "branch 't' not found (fixed-size branches there: npho, relative_time"),
+    (("--tree", "events", "--time-branch", "t"), "branch 't' not found (fixed-size branches there: npho, relative_t"),
     (("--tree", "events", "--npho-branch", "bad"), "no sensor has a valid npho in branch 'bad'"),
 ], ids=["tree", "branch", "degenerate"])
 def test_bench_input_errors_are_one_line_naming_its_flags(tmp_path, caplog, flags, fragment):
