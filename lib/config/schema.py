@@ -11,7 +11,7 @@ import os
 import re
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lib.config.geometry_schema import GeometryConfig
 from lib.config.model_schema import ModelConfig, RegressorModelConfig
@@ -338,6 +338,36 @@ class RegressorTrainingConfig(TrainingConfig):
     betas: tuple[float, float] = (0.9, 0.999)
     task_balance: Literal["manual", "learned"] = "manual"
     """Combine task losses with their manual weights or learn log-variance weights."""
+    fiducial_only: bool = False
+    """Learn only from events whose uvwTruth lies inside evaluation.fiducial (the others are skipped
+    and counted like events with invalid truth)."""
+    allow_real_data: bool = False
+    """Train on files without MC truth (no energyTruth, uvwTruth or timeTruth): real data, whose
+    emiAng / emiVec / xyzVTX are reconstructed, not true. Refused unless set."""
+
+
+class FiducialConfig(Section):
+    """A box in the inner-face coordinates u, v, w (cm): |u| <= u_max, |v| <= v_max, w_min <= w <= w_max.
+    The defaults are MEG II's fiducial volume (xectools kXECFiducialUMax/VMax/WMin/WMax)."""
+
+    u_max: float = Field(23.9, gt=0.0)
+    v_max: float = Field(67.9, gt=0.0)
+    w_min: float = 0.0
+    w_max: float | None = 42.0
+    """None: no upper bound in w."""
+
+    @model_validator(mode="after")
+    def _ordered_w(self) -> FiducialConfig:
+        if self.w_max is not None and not self.w_min < self.w_max:
+            raise ValueError(f"need w_min < w_max, got w_min={self.w_min}, w_max={self.w_max}")
+        return self
+
+
+class EvaluationConfig(Section):
+    """How the final resolutions are quoted (config section `evaluation`)."""
+
+    fiducial: FiducialConfig = FiducialConfig()
+    """Resolutions are quoted for all events and for those whose uvwTruth lies inside this volume."""
 
 
 class RegressorConfig(RunConfig):
@@ -351,6 +381,7 @@ class RegressorConfig(RunConfig):
     """Tasks to fit: a list of names or a mapping name -> settings (see lib/tasks/config.py)."""
     baseline: BaselineConfig = BaselineConfig()
     """Classical estimator reported beside the regressor (see lib/baselines.py)."""
+    evaluation: EvaluationConfig = EvaluationConfig()
 
 
 ROOTS: dict[str, type[RunConfig]] = {MAEConfig.kind: MAEConfig, RegressorConfig.kind: RegressorConfig}

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.config import RegressorConfig, to_dict
+from lib.data.branches import MC_TRUTH_BRANCHES, is_real_data
 from lib.data.build import build_loader, read_branches
 from lib.data.files import DataError
 from lib.data.stream import RAW_INPUTS
@@ -17,10 +18,13 @@ from lib.engine import StepOutput, evaluation_weights
 from lib.engine.distributed import DistInfo
 from lib.engine.tracking import start_tracking
 from lib.io.atomic import atomic_write_text
-from lib.evaluation.inference import PredictionCollector, collect_predictions, fit_baseline
+from lib.evaluation.fiducial import inside_fiducial
+from lib.evaluation.inference import (
+    FIDUCIAL_POSITION, PredictionCollector, collect_predictions, fiducial_mask, fit_baseline, quoted_metrics,
+)
 from lib.models.regressor import Regressor
 from lib.normalization import describe
-from lib.tasks import TaskBalancer, build_tasks, by_output, resolution_metrics
+from lib.tasks import SELECTED, TaskBalancer, build_tasks, by_output
 from lib.recipes.transfer import load_pretrained_encoder
 
 log = logging.getLogger(__name__)
@@ -45,14 +49,21 @@ class FinetuneTask:
         self.cfg, self.transfer_report = cfg, transfer_report
         self._collector = PredictionCollector(tasks)
 
+    def _selected(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The batch, with training.fiducial_only marking the events inside evaluation.fiducial as SELECTED
+        (validation files without uvwTruth are not cut; training files without it are refused in `build`)."""
+        if not self.cfg.training.fiducial_only or FIDUCIAL_POSITION not in batch:
+            return batch
+        return {**batch, SELECTED: inside_fiducial(batch[FIDUCIAL_POSITION], self.cfg.evaluation.fiducial)}
+
     def training_step(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> StepOutput:
         """Balanced multi-task loss of one batch."""
-        loss, metrics, _ = model(batch)
+        loss, metrics, _ = model(self._selected(batch))
         return StepOutput(loss, metrics, batch["x"].shape[0])
 
     def validation_step(self, model: nn.Module, batch: dict[str, Tensor]) -> StepOutput:
-        """Loss of a validation batch; keeps its predictions and truth for the resolutions."""
-        loss, metrics, outputs = model(batch)
+        """Loss of a validation batch; keeps its predictions and truth for the resolutions (of every event)."""
+        loss, metrics, outputs = model(self._selected(batch))
         self._collector.add(outputs, batch)
         return StepOutput(loss, metrics, batch["x"].shape[0])
 
@@ -66,6 +77,13 @@ class FinetuneTask:
 
 def _check_truth_branches(cfg: RegressorConfig, loader: Any, tasks: dict[str, Any]) -> None:
     available = set(loader.truth_branches)
+    if is_real_data(available) and not cfg.training.allow_real_data:
+        raise DataError(f"the files of data.train_path have no MC truth (none of {', '.join(MC_TRUTH_BRANCHES)}): "
+                        "they look like real data, whose emiAng / emiVec / xyzVTX are reconstructed, not true; train "
+                        "the regressor on MC, or set training.allow_real_data=true to learn those values anyway")
+    if cfg.training.fiducial_only and FIDUCIAL_POSITION not in available:
+        raise DataError(f"training.fiducial_only needs the branch {FIDUCIAL_POSITION!r}, which the files of "
+                        "data.train_path lack (or data.truth_branches leaves out); add it or unset fiducial_only")
     for name, task in tasks.items():
         missing = [key for key in task.truth_keys if key not in available]
         if missing:
@@ -105,6 +123,16 @@ def _log_headline(regressor: dict[str, float], baseline: dict[str, float]) -> No
                  f"{baseline[key]:.4g}" if key in baseline else "-")
 
 
+def passthrough_columns(result: dict[str, Any], cfg: RegressorConfig) -> dict[str, Any]:
+    """The prediction file's pass-through columns: the reconstruction branches the input files carry
+    and in_fiducial (uvwTruth inside evaluation.fiducial, when the files have uvwTruth)."""
+    columns = {name: values for name, values in result["kept"].items() if name != FIDUCIAL_POSITION}
+    inside = fiducial_mask(result, cfg.evaluation.fiducial)
+    if inside is not None:
+        columns["in_fiducial"] = inside
+    return columns
+
+
 def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, run_dir: Path) -> dict[str, Any]:
     """Predictions file, metrics.json (regressor beside the classical baseline) and plots of a finished run."""
     from lib.plots import make_regression_plots
@@ -122,15 +150,14 @@ def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, r
         baseline = fit_baseline(train_loader, cfg.baseline.fit_events, cfg.baseline)
     tasks = dict(model.tasks.items())
     result = collect_predictions(model, val_loader, device, baseline)
-    metrics = {"regressor": resolution_metrics(tasks, result["truth"], result["pred"]),
-               "baseline": resolution_metrics(tasks, result["truth"], result["baseline"])}
+    metrics = quoted_metrics(tasks, result, cfg.evaluation.fiducial)
     atomic_write_text(run_dir / METRICS_NAME, json.dumps(metrics, indent=1))
     pred_file = write_regression_predictions(
         run_dir / "predictions" / "predictions_val.root", run=result["run"], event=result["event"],
         truth=by_output(tasks, result["truth"]), pred=by_output(tasks, result["pred"]),
-        sigma=by_output(tasks, result["sigma"]) or None,
+        sigma=by_output(tasks, result["sigma"]) or None, passthrough=passthrough_columns(result, cfg),
         metadata={"tasks": list(tasks), "normalization": describe(cfg.normalization),
-                  "checkpoint": str(checkpoint), "split": "val"},
+                  "checkpoint": str(checkpoint), "split": "val", "fiducial": cfg.evaluation.fiducial},
     )
     history_file = run_dir / "training_history.json"
     make_regression_plots(pred_file, run_dir / "plots", load_history(history_file) if history_file.exists() else None)
@@ -151,8 +178,9 @@ def finish(cfg: RegressorConfig, dist: DistInfo, result: dict[str, Any], task: F
         return
     metrics = evaluate_run(cfg, dist.device, Path(checkpoint), run_dir)
     tracker = start_tracking(cfg, to_dict(cfg), result.get("mlflow_run_id"), dist.is_main)
-    flat = {f"final/{k}": v for k, v in metrics["regressor"].items()}
-    flat.update({f"baseline/{k}": v for k, v in metrics["baseline"].items()})
+    prefixes = {"regressor": "final", "baseline": "baseline", "regressor_fiducial": "final_fiducial",
+                "baseline_fiducial": "baseline_fiducial"}
+    flat = {f"{prefix}/{k}": v for section, prefix in prefixes.items() for k, v in metrics.get(section, {}).items()}
     tracker.log_metrics(flat, result["global_step"])
     tracker.log_artifacts([run_dir / METRICS_NAME, run_dir / "plots"])
     tracker.end("FINISHED")

@@ -84,6 +84,24 @@ def test_fine_tuning_writes_predictions_metrics_and_plots(reg_run):
     assert Path(cfg.model.pretrained_encoder) == encoder and list(cfg.tasks) == ["energy", "position"]
 
 
+def test_resolutions_are_quoted_for_all_events_and_inside_the_fiducial_volume(reg_run):
+    run_dir = reg_run[0]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    with uproot.open(run_dir / "predictions" / "predictions_val.root") as file:
+        tree = file["tree"].arrays(library="np")
+    u, v, w = (tree[f"truth_{c}"] for c in "uvw")
+    inside = (abs(u) <= 23.9) & (abs(v) <= 67.9) & (w >= 0) & (w <= 42)  # MEG II's fiducial volume (xectools)
+    assert 2 <= inside.sum() < VAL_EVENTS
+    np.testing.assert_array_equal(tree["in_fiducial"], inside)
+    assert metrics["events"] == {"all": VAL_EVENTS, "fiducial": int(inside.sum())}
+    relative_pct = 100 * tree["error_E"][inside] / tree["truth_E"][inside]
+    low, high = np.percentile(relative_pct, [15.865, 84.135])
+    assert metrics["regressor_fiducial"]["E_rel_w68_pct"] == pytest.approx((high - low) / 2, rel=1e-5)
+    assert set(HEADLINE) <= set(metrics["baseline_fiducial"])
+    run = mlflow_client(run_dir.parent).get_run(load_checkpoint(run_dir / "checkpoints" / "last.pt")["mlflow_run_id"])
+    assert run.data.metrics["final_fiducial/E_rel_w68_pct"] == pytest.approx(metrics["regressor_fiducial"]["E_rel_w68_pct"])
+
+
 def test_validation_and_final_evaluation_give_the_same_resolutions(reg_run):
     # one resolution computation: the best epoch's validation metrics (training_history.json) are those
     # of the final evaluation of best.pt (metrics.json) on the same events (the demo config keeps no EMA)
@@ -183,13 +201,28 @@ def test_trainable_layers_above_the_number_of_stage_groups_is_refused(e2e_data, 
     assert not (save_dir / "layers").exists()
 
 
-def test_events_with_nan_truth_are_skipped_and_counted(e2e_data, save_dir, tmp_path):
-    nan_rows = (2, 17, 30)
-    write_npz_shard(tmp_path / "nan_truth" / "shard_0000.npz", TRAIN_EVENTS, seed=4, nan_energy_rows=nan_rows)
-    data = _with_train_path(e2e_data, tmp_path / "nan_truth")
-    assert train_regressor.main([*reg_args(data, save_dir, "nan"), *CHEAP]) == 0
-    (record,) = read_history(save_dir / "nan")
+def test_events_with_nan_or_fill_value_truth_are_skipped_and_counted_per_task(e2e_data, save_dir, tmp_path):
+    # 1e10 is the experiment's "missing"; it once trained into resolutions of 7e11 % with exit code 0
+    nan_rows, fill_rows, val_fill_rows = (2, 30), (17,), (3, 9)
+    train = write_npz_shard(tmp_path / "train" / "shard_0000.npz", TRAIN_EVENTS, seed=4, nan_energy_rows=nan_rows,
+                            fill_energy_rows=fill_rows)
+    val = write_npz_shard(tmp_path / "val" / "shard_0000.npz", VAL_EVENTS, seed=5, fill_energy_rows=val_fill_rows)
+    data = E2EData(train, val, e2e_data.mlflow_template)
+    args = [*reg_args(data, save_dir, "fill"), "--epochs", "1", "--set", "baseline.enabled=false"]
+    assert train_regressor.main(args) == 0
+    (record,) = read_history(save_dir / "fill")
     assert np.isfinite(record["train/total_loss"]) and np.isfinite(record["train/loss_energy"])
-    assert record["train/skipped_fraction"] == pytest.approx(len(nan_rows) / TRAIN_EVENTS)
-    weights = load_checkpoint(save_dir / "nan" / "checkpoints" / "last.pt")["model"]
-    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    train_skipped, val_skipped = 3 / TRAIN_EVENTS, len(val_fill_rows) / VAL_EVENTS
+    assert record["train/skipped_fraction_energy"] == pytest.approx(train_skipped)
+    assert record["train/skipped_fraction_position"] == 0.0
+    assert record["val/skipped_fraction_energy"] == pytest.approx(val_skipped)
+    assert f"train/skipped_fraction_energy {train_skipped:.5g}" in (save_dir / "fill" / "train.log").read_text()
+    metrics = json.loads((save_dir / "fill" / "metrics.json").read_text())["regressor"]
+    assert metrics["skipped_fraction_energy"] == pytest.approx(val_skipped)
+    assert 0 < metrics["E_rel_w68_pct"] < 100
+    checkpoint = load_checkpoint(save_dir / "fill" / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
+    assert float(checkpoint["model"]["tasks.energy.standardizer.mean"]) < 1.0
+    logged = mlflow_client(save_dir).get_run(checkpoint["mlflow_run_id"]).data.metrics
+    assert logged["train/skipped_fraction_energy"] == pytest.approx(train_skipped)
+    assert logged["final/skipped_fraction_energy"] == pytest.approx(val_skipped)
