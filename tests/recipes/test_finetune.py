@@ -132,8 +132,11 @@ def test_tasks_flag_selects_several_tasks():
     assert list(cfg.tasks) == ["energy", "timing"]
 
 
-@pytest.mark.parametrize("tasks, expected", [("[]", "selection is empty"), ("[energi]", "did you mean 'energy'")],
-                         ids=["empty", "misspelt"])
+@pytest.mark.parametrize("tasks, expected", [
+    ("[]", "selection is empty"), ("[energi]", "did you mean 'energy'"),
+    ("{energy: {weight: .inf}}", "finite number"),
+    ("{energy: {target_mean: [.nan], target_scale: [1.0]}}", "finite number"),
+], ids=["empty", "misspelt", "weight-inf", "target-mean-nan"])
 def test_bad_task_selection_is_refused(e2e_data, save_dir, capsys, tasks, expected):
     message = _refused_at_parse(capsys, reg_args(e2e_data, save_dir, "tasks", "--set", f"tasks={tasks}"))
     assert expected in message
