@@ -56,3 +56,25 @@ def test_resume_is_bit_for_bit(tmp_path, interrupt_at_step, resumed_at):
         assert torch.equal(expected, actual), f"ema {name}"
     assert straight.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
     assert _history(tmp_path, "resumed") == _history(tmp_path, "straight")
+
+
+def test_the_run_directorys_own_last_pt_wins_over_resume_from(tmp_path):
+    """resume_from seeds a run only at its start: a requeued run continues from its own last.pt."""
+    seed_cfg = toy_config(tmp_path, run_name="seed", training={"epochs": 1})
+    Trainer(seed_cfg, ToyModel(), ToyTask(), ToyLoader(*toy_data(32), 4), None,
+            prepare_run_dir(seed_cfg, CPU, False), CPU).fit()
+    seed = tmp_path / "seed" / "checkpoints" / "last.pt"
+    cfg = toy_config(tmp_path, run_name="seeded", training={"epochs": 2},
+                     checkpoint={"resume_from": str(seed), "save_every_steps": 1})
+
+    def trainer(task: ToyTask) -> Trainer:
+        return Trainer(cfg, ToyModel(), task, ToyLoader(*toy_data(32), 4), None, prepare_run_dir(cfg, CPU, True), CPU)
+
+    with pytest.raises(Interrupted):
+        trainer(ToyTask(interrupt_at_step=11)).fit()  # seeded at step 8, killed in step 12
+    requeued = trainer(ToyTask())
+    own_last = tmp_path / "seeded" / "checkpoints" / "last.pt"
+    assert requeued.checkpoints.resume_path == own_last and requeued.state.global_step == 11
+    assert requeued.checkpoints.seeded_from is None
+    assert requeued.fit()["global_step"] == 16
+    assert load_checkpoint(seed)["global_step"] == 8  # the seed is never written

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lib.engine import load_checkpoint
+from lib.io.atomic import temporary_files
 from tests.fixtures_e2e import (  # noqa: F401 (fixtures)
     REPO, E2EData, e2e_data, mae_args, mlflow_runs, read_history, reg_args, save_dir,
 )
@@ -34,7 +35,7 @@ def _assert_one_run_written_by_rank_0(save_dir: Path, run_name: str, epochs: int
     run_dir = save_dir / run_name
     history = read_history(run_dir)
     assert [r["epoch"] for r in history] == list(range(1, epochs + 1))
-    assert not [p.name for p in run_dir.rglob(".*")], "temporary files left behind"
+    assert not [p for d in [run_dir, *run_dir.rglob("*")] for p in temporary_files(d)], "temporary files left behind"
     assert (run_dir / "DONE").is_file()
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert len(last["rank_states"]) == N_RANKS and last["epoch"] == epochs
