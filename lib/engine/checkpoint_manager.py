@@ -163,10 +163,11 @@ class CheckpointManager:
     def reconcile_best(self, state: TrainState) -> bool:
         """Make best.pt agree with the resumed `state`'s record of the best epoch (collective, after `attach`).
 
-        A run killed between writing last.pt and best.pt resumes from a last.pt that records a newer best
-        than best.pt holds; when last.pt is that best epoch's end-of-epoch state, best.pt is rewritten from
-        it and True returned (the model now holds those weights: export them again). Otherwise the state
-        adopts the record of the best.pt that exists (none: no best yet).
+        The end of a best epoch writes last.pt, then best.pt, then the export of the best weights. A run
+        killed in between resumes from that last.pt: best.pt is rewritten from it when it holds another
+        epoch, and True is returned (the model holds the best weights: export them again, the export may
+        be older). A last.pt recording a best that neither best.pt nor itself holds (left by older code)
+        makes the state adopt the record of the best.pt that exists (none: no best yet).
         """
         decision = self._best_decision(state) if self.dist.is_main else None
         repaired, state.best_metric, state.best_epoch = broadcast_object(decision)
@@ -180,9 +181,10 @@ class CheckpointManager:
             held = load_checkpoint(best, mmap=True) if best.is_file() else None
         except CheckpointError:
             held = None
+        at_end_of_best = state.epoch == state.best_epoch and state.batch_in_epoch == 0
         if held is not None and held["epoch"] == state.best_epoch:
-            return False, state.best_metric, state.best_epoch
-        if state.epoch == state.best_epoch and state.batch_in_epoch == 0:
+            return at_end_of_best, state.best_metric, state.best_epoch
+        if at_end_of_best:
             copy_checkpoint(self.resume_path, best)
             log.warning("%s held %s, but %s records epoch %d as the best: rewrote %s from it", best,
                         f"epoch {held['epoch']}" if held else "nothing", self.resume_path, state.best_epoch, best.name)
