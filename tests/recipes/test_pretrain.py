@@ -12,10 +12,11 @@ import torch
 import uproot
 
 from lib import train_mae
-from lib.config import MAEConfig, load_resolved
+from lib.config import MAEConfig, load_config, load_resolved
+from lib.data.build import build_loader
 from lib.engine import load_checkpoint
 from lib.io.run_files import LOCK_NAME
-from lib.recipes.pretrain import MAEModel, PretrainTask
+from lib.recipes.pretrain import MAEModel, PretrainTask, validation_noise
 from lib.recipes.transfer import ENCODER_KIND
 from tests.fixtures_e2e import (
     BATCH, MAE_CONFIG, STEPS_PER_EPOCH, VAL_EVENTS, detach_run_logs, differing_tensors, e2e_data, e2e_env, isolate_run,
@@ -128,6 +129,25 @@ def test_resume_mid_epoch_from_a_step_checkpoint_is_bit_identical(e2e_data, save
     resumed = _assert_same_final_state(straight_run, last)
     assert resumed["mlflow_run_id"] == interrupted["mlflow_run_id"]
     assert [r["epoch"] for r in read_history(save_dir / "c")] == [1, 2]
+
+
+def test_validation_masks_are_fixed_per_event(e2e_data):
+    """The same event gets the same validation mask in any batch, on any rank, in any epoch; training masks
+    stay random."""
+    cfg = load_config(MAE_CONFIG, overrides=[f"data.val_path={e2e_data.val}", f"data.batch_size={VAL_EVENTS}"],
+                      root=MAEConfig)
+    (batch,) = list(build_loader(cfg, "val", 0, 1))
+    model, task = MAEModel(cfg).eval(), PretrainTask(cfg)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        mask = model(batch, validation_noise(batch))[2]["mask"]
+        torch.manual_seed(2)
+        regrouped = {key: value[[5, 3, 11]] for key, value in batch.items()}  # other batch, other order
+        assert torch.equal(model(regrouped, validation_noise(regrouped))[2]["mask"], mask[[5, 3, 11]])
+        losses = [task.validation_step(model, batch).loss for _ in range(2)]  # two epochs
+        assert torch.equal(losses[0], losses[1])
+        assert not torch.equal(model(batch)[2]["mask"], model(batch)[2]["mask"])  # training: fresh masks
+    assert mask.sum(1).tolist() == torch.round(batch["npho_valid"].sum(1) * cfg.training.mask_ratio).tolist()
 
 
 # ------------------------------------------------------------------------------------------ bad input
