@@ -1,6 +1,7 @@
 """One trainer per run directory: a second real trainer process is refused at once; a killed one locks nobody out."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -59,3 +60,12 @@ def test_a_second_trainer_is_refused_and_a_killed_one_locks_nobody_out(e2e_data:
     assert train_mae.main([*args, "--epochs", str(max(epochs_done, 1))]) == 0  # the lock died with the first
     detach_run_logs()
     assert (run_dir / "DONE").is_file()
+
+
+def test_a_save_dir_that_cannot_hold_the_run_is_refused_in_one_line(e2e_data: E2EData, tmp_path, e2e_env, caplog):
+    not_a_directory = tmp_path / "save_dir"
+    not_a_directory.write_text("a file where the save_dir should be")
+    with caplog.at_level(logging.ERROR, logger="lib.engine.run"):
+        assert train_mae.main(mae_args(e2e_data, not_a_directory, "run")) == 2
+    (message,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert f"cannot create {not_a_directory / 'run' / LOCK_NAME}" in message and "checkpoint.save_dir" in message

@@ -293,3 +293,19 @@ def test_ctrl_c_saves_at_the_next_step_and_exits_75(e2e_data, save_dir, monkeypa
     log_lines = (save_dir / "ctrl_c" / "train.log").read_text().splitlines()
     assert "received SIGINT" in "\n".join(log_lines) and "preempted at global step 1" in log_lines[-1]
     assert "Traceback" not in "\n".join(log_lines)
+
+
+def test_a_second_ctrl_c_stops_at_once_with_exit_130(e2e_data, save_dir, monkeypatch):
+    original_step = PretrainTask.training_step
+
+    def step_with_two_ctrl_c(self, model, batch, step):
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_step(self, model, batch, step)
+
+    monkeypatch.setattr(PretrainTask, "training_step", step_with_two_ctrl_c)
+    args = mae_args(e2e_data, save_dir, "ctrl_c_twice", "--epochs", "2", "--set", "training.num_val_predictions=0")
+    assert train_mae.main(args) == 130
+    assert not (save_dir / "ctrl_c_twice" / "checkpoints" / "last.pt").exists()
+    assert "stopped at once by Ctrl-C" in (save_dir / "ctrl_c_twice" / "train.log").read_text().splitlines()[-1]
