@@ -63,8 +63,8 @@ class Tracker:
             self._worker.submit("artifacts", [Path(path) for path in paths])
 
     def end(self, status: str) -> None:
-        """Mark the run FINISHED, FAILED or KILLED and stop tracking: waits while the store answers;
-        what is still unsent when it stops answering stays in the spool file."""
+        """Mark the run FINISHED, FAILED or KILLED and stop tracking: waits while the store answers (KILLED: at
+        most mlflow.timeout_s); what is still unsent then stays in the spool file."""
         if self._worker is not None:
             self._worker.finish(status)
             self._ended_run_id, self._worker = self._worker.run_id, None

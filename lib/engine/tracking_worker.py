@@ -111,31 +111,40 @@ class TrackingWorker(threading.Thread):
                 self._cond.notify()
 
     def finish(self, status: str) -> None:
-        """Queue the run's end and wait while the store answers; when it does not, keep the unsent metrics in
-        the spool file and leave the thread behind (it writes nothing more)."""
+        """Queue the run's end and wait while the store answers (a KILLED run, which is being preempted, waits
+        at most mlflow.timeout_s); then keep what is unsent in the spool file and leave the thread behind (it
+        writes nothing more)."""
         self.submit("end", status)
         with self._cond:
             self._finish_requested = time.monotonic()
             self._cond.notify()
+        limit = self.target.timeout_s + STALL_SLACK_S if status == "KILLED" else None
         while self.is_alive():
             with self._cond:
-                if self._stalled():
+                if self._stalled(limit):
                     self._abandoned = True
                     unsent = self._write_spool()
                     self._cond.notify()
-                    log.warning("MLflow at %s did not answer in time; run %s not marked %s, %d metric values kept "
-                                "in %s for the next start of this run", self.target.tracking_uri, self.run_id,
+                    log.warning("MLflow at %s did not take everything in time; run %s not marked %s, %d metric values "
+                                "kept in %s for the next start of this run", self.target.tracking_uri, self.run_id,
                                 status, unsent, self.target.spool_path)
                     return
             self.join(0.05)
+        with self._cond:
+            if self._ops:  # the thread stopped on an unexpected error
+                self._write_spool()
 
-    def _stalled(self) -> bool:
-        """The store failed since the end was asked for, or a request runs past its timeout (caller holds the lock)."""
+    def _stalled(self, limit: float | None) -> bool:
+        """The store failed since the end was asked for, a request runs past its timeout, or the wait passed
+        `limit` seconds (caller holds the lock)."""
         assert self._finish_requested is not None
+        now = time.monotonic()
+        if limit is not None and now - self._finish_requested > limit:
+            return True
         if self._failures and self._last_failure >= self._finish_requested:
             return True
         calling = self._calling_since
-        return calling is not None and time.monotonic() - calling > self.target.timeout_s + STALL_SLACK_S
+        return calling is not None and now - calling > self.target.timeout_s + STALL_SLACK_S
 
     # ------------------------------------------------------------------ the worker's side
     def run(self) -> None:

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from lib import train_mae
 from lib.engine import load_checkpoint
