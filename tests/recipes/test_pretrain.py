@@ -235,8 +235,8 @@ def test_nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(e2e_data,
     calls = {"train": 0}
     original_forward = MAEModel.forward
 
-    def forward(self, batch):
-        loss, metrics, out = original_forward(self, batch)
+    def forward(self, batch, *noise):
+        loss, metrics, out = original_forward(self, batch, *noise)
         if self.training:
             calls["train"] += 1
             if calls["train"] >= nan_from_call:
