@@ -2,7 +2,9 @@
 
 `start_tracking` returns at once. A background thread (lib.engine.tracking_worker) imports
 mlflow, opens the store, creates or continues the run and sends what the trainer hands it
-through a queue; the trainer never waits for it, except at the end of a run, and then only
+through a queue, from `Tracker.begin` on (the trainer calls it after its first optimizer step,
+so that none of this competes with the start of training); the trainer never waits for it,
+except at the end of a run, and then only
 while the store keeps answering (a request gets mlflow.timeout_s, a store that does not answer
 in time or refuses is given up at once). Metrics that could not be sent are kept in the run
 directory's mlflow_spool.jsonl and sent when the store answers again, later in the run or when
@@ -44,6 +46,11 @@ class Tracker:
     def run_id(self) -> str | None:
         """The MLflow run's id once known (at once when continuing a run; kept after `end`), else None."""
         return self._worker.run_id if self._worker is not None else self._ended_run_id
+
+    def begin(self) -> None:
+        """Let tracking import mlflow and send what waits: call it once training runs (after its first step)."""
+        if self._worker is not None:
+            self._worker.begin()
 
     def log_params(self, config: Mapping[str, Any]) -> None:
         """Queue the flattened config as params (keys the run already has are kept as they are)."""

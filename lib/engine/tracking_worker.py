@@ -97,12 +97,18 @@ class TrackingWorker(threading.Thread):
         self._last_failure = 0.0
         self._finish_requested: float | None = None
         self._abandoned = False
+        self._begin = threading.Event()
         spooled = read_spool(target.spool_path)
         if spooled:
             log.info("%d metric values kept in %s will be sent to MLflow", len(spooled), target.spool_path)
             self._ops.append(("metrics", spooled))
 
     # ------------------------------------------------------------------ the training thread's side
+    def begin(self) -> None:
+        """Let the thread import mlflow and send (it waits for this, so that it never competes with the
+        start of training for the CPU; `finish` implies it)."""
+        self._begin.set()
+
     def submit(self, kind: str, payload: Any) -> None:
         """Queue one operation; never blocks on the store."""
         with self._cond:
@@ -118,6 +124,7 @@ class TrackingWorker(threading.Thread):
         with self._cond:
             self._finish_requested = time.monotonic()
             self._cond.notify()
+        self.begin()
         limit = self.target.timeout_s + STALL_SLACK_S if status == "KILLED" else None
         while self.is_alive():
             with self._cond:
@@ -149,6 +156,7 @@ class TrackingWorker(threading.Thread):
     # ------------------------------------------------------------------ the worker's side
     def run(self) -> None:
         """Send the queued operations in order until "end" is sent or the training thread gives up."""
+        self._begin.wait()
         try:
             self._send_all()
         except Exception:  # a bug here must never reach the training

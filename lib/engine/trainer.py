@@ -241,6 +241,7 @@ class Trainer:
             self.state.global_step += 1
             self.state.batch_in_epoch = index + 1
             self.progress.optimizer_step(output.loss.detach(), grad_norm, self.optimizer.param_groups[0]["lr"])
+            self.tracker.begin()  # tracking's set-up never delays the first step (a no-op after it)
             self._checkpoint_after_step(more_batches=index + 1 < n_batches)
         self.checkpoints.restore_rank(RNG, TRAIN_METRICS)  # saved after the epoch's last step: nothing left to train
         self.progress.end_epoch()

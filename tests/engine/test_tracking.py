@@ -169,6 +169,7 @@ def test_metrics_wait_while_the_store_is_away_and_are_sent_when_it_returns(tmp_p
     cfg = toy_config(tmp_path, mlflow={"enabled": True, "tracking_uri": f"sqlite:///{blocker / 'mlflow.db'}"})
     spool = tmp_path / "toy" / MLFLOW_SPOOL_NAME
     tracker = start_tracking(cfg, {"training": {"lr": 0.1}}, None, is_main=True)
+    tracker.begin()
     for step in (1, 2, 3):
         tracker.log_metrics({"step/loss": 1.0 / step}, step)
     deadline = time.monotonic() + 30
@@ -198,3 +199,27 @@ def test_a_run_seeded_from_another_run_directory_gets_its_own_mlflow_run(tmp_pat
     assert tags[PARENT_RUN_TAG] == parent["mlflow_run_id"] and tags[PARENT_CHECKPOINT_TAG] == str(seed.resolve())
     assert _client(uri).get_run(parent["mlflow_run_id"]).info.status == "FINISHED"
     assert _logged_steps(_client(uri), parent["mlflow_run_id"])["step/loss"] == [2, 4]
+
+
+class TrackingObserver(ToyTask):
+    """Notes in each training step whether the tracking thread has been let go yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trainer: Trainer | None = None
+        self.tracking_begun: list[bool] = []
+
+    def training_step(self, model, batch, step):
+        self.tracking_begun.append(self.trainer.tracker._worker._begin.is_set())
+        return super().training_step(model, batch, step)
+
+
+def test_tracking_starts_its_work_only_after_the_first_optimizer_step(tmp_path, store_template):
+    uri = _sqlite_store(tmp_path, store_template)
+    cfg = toy_config(tmp_path, mlflow={"enabled": True, "tracking_uri": uri}, training={"epochs": 1})
+    task = TrackingObserver()
+    x, y = toy_data(16)
+    task.trainer = Trainer(cfg, ToyModel(), task, ToyLoader(x, y, 4), None, prepare_run_dir(cfg, CPU, False), CPU)
+    run_id = task.trainer.fit()["mlflow_run_id"]
+    assert task.tracking_begun == [False, True, True, True]  # no import or store set-up beside the first step
+    assert _logged_steps(_client(uri), run_id)["step/loss"] == [2, 4]
