@@ -36,7 +36,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 class ModelConfig(BaseModel):
     """Architecture of XECEncoder and its MAE decoders."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
     preset: Literal["base", "tiny"] = "base"
     """Named size; fields given explicitly win over the preset's values."""

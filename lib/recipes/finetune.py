@@ -1,6 +1,7 @@
 """Regressor fine-tuning as a task of the shared engine: build, steps, resolutions, final evaluation."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -92,6 +93,18 @@ def _check_truth_branches(cfg: RegressorConfig, loader: Any, tasks: dict[str, An
                             "or give data with that truth")
 
 
+def _training_truth(loader: Any, keys: list[str], tree_name: str) -> dict[str, Tensor]:
+    """Truth branches `keys` of exactly the events `loader` trains on: the first loader.n_events entries of its
+    files, in order (data.max_events cuts there)."""
+    files, left = [], loader.n_events
+    for info in loader.files:
+        used = min(info.n_entries, left)
+        if used:
+            files.append(dataclasses.replace(info, n_entries=used))
+        left -= used
+    return {key: torch.as_tensor(values) for key, values in read_branches(files, keys, tree_name).items()}
+
+
 def build_regressor(cfg: RegressorConfig) -> Regressor:
     """The regressor a run config describes (its model, tasks and task-balance sections)."""
     targets = build_tasks(cfg.tasks)
@@ -104,7 +117,7 @@ def build(cfg: RegressorConfig, dist: DistInfo, train_loader: Any) -> tuple[Regr
     model = build_regressor(cfg)
     _check_truth_branches(cfg, train_loader, dict(model.tasks.items()))
     keys = sorted({key for task in model.tasks.values() for key in task.truth_keys})
-    truth = {k: torch.as_tensor(v) for k, v in read_branches(train_loader.files, keys, cfg.data.tree_name).items()}
+    truth = _training_truth(train_loader, keys, cfg.data.tree_name)
     for task in model.tasks.values():
         if task.needs_fit:
             task.fit(task.target(truth))

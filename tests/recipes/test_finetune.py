@@ -14,6 +14,10 @@ from lib import train_regressor
 from lib.config import RegressorConfig, load_config, load_resolved, parse_args, to_dict
 from lib.engine import load_checkpoint
 from lib.engine.checkpoint import save_checkpoint
+from lib.data.build import build_loader
+from lib.engine.distributed import DistInfo
+from lib.io.run_files import MLFLOW_RUN_ID_NAME
+from lib.recipes import finetune
 from lib.recipes.finetune import build_regressor
 from tests.fixtures_e2e import (
     REG_CONFIG, STEPS_PER_EPOCH, TRAIN_EVENTS, VAL_EVENTS, E2EData, detach_run_logs, e2e_data, e2e_env, isolate_run,
@@ -115,7 +119,7 @@ def test_validation_and_final_evaluation_give_the_same_resolutions(reg_run):
 
 def test_fine_tuning_logs_final_and_baseline_metrics_to_mlflow(reg_run):
     run_dir = reg_run[0]
-    run = mlflow_client(run_dir.parent).get_run(load_checkpoint(run_dir / "checkpoints" / "last.pt")["mlflow_run_id"])
+    run = mlflow_client(run_dir.parent).get_run((run_dir / MLFLOW_RUN_ID_NAME).read_text().strip())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in HEADLINE:
         assert run.data.metrics[f"final/{key}"] == pytest.approx(metrics["regressor"][key])
@@ -130,6 +134,23 @@ def test_final_evaluation_covers_every_validation_event(e2e_data, save_dir):
     assert train_regressor.main(args) == 0
     with uproot.open(save_dir / "all_val" / "predictions" / "predictions_val.root") as file:
         assert file["tree"].num_entries == VAL_EVENTS
+
+
+def test_target_standardization_and_reweighting_are_fitted_on_the_training_events_only(e2e_data):
+    overrides = [f"data.train_path={e2e_data.train}", "data.max_events=20", "data.batch_size=4",
+                 "tasks={energy: {reweight_bins: 4}}"]
+    cfg = load_config(REG_CONFIG, overrides=overrides, root=RegressorConfig)
+    loader = build_loader(cfg, "train", 0, 1)
+    model, _ = finetune.build(cfg, DistInfo(0, 1, 0, torch.device("cpu")), loader)
+    energy = model.tasks["energy"]
+    truth = [uproot.open(info.path)["tree"]["energyTruth"].array(library="np").astype(np.float64)
+             for info in loader.files]
+    used = np.concatenate(truth)[:20]  # the first 20 events over the files, in order: what the run trains on
+    assert energy.standardizer.mean.item() == pytest.approx(used.mean(), rel=1e-12)
+    assert energy.standardizer.scale.item() == pytest.approx(used.std(ddof=1), rel=1e-12)
+    assert abs(np.concatenate(truth).mean() - used.mean()) > 1e-6  # the whole files would give another fit
+    edges = energy.reweighting.edges[0]
+    assert (edges[0].item(), edges[-1].item()) == pytest.approx((used.min(), used.max()))
 
 
 # --------------------------------------------------------------------------------------------- resume
@@ -150,8 +171,11 @@ def test_tasks_flag_selects_several_tasks():
     assert list(cfg.tasks) == ["energy", "timing"]
 
 
-@pytest.mark.parametrize("tasks, expected", [("[]", "selection is empty"), ("[energi]", "did you mean 'energy'")],
-                         ids=["empty", "misspelt"])
+@pytest.mark.parametrize("tasks, expected", [
+    ("[]", "selection is empty"), ("[energi]", "did you mean 'energy'"),
+    ("{energy: {weight: .inf}}", "finite number"),
+    ("{energy: {target_mean: [.nan], target_scale: [1.0]}}", "finite number"),
+], ids=["empty", "misspelt", "weight-inf", "target-mean-nan"])
 def test_bad_task_selection_is_refused(e2e_data, save_dir, capsys, tasks, expected):
     message = _refused_at_parse(capsys, reg_args(e2e_data, save_dir, "tasks", "--set", f"tasks={tasks}"))
     assert expected in message
