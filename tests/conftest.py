@@ -35,7 +35,7 @@ def write_root(path: Path, events: dict[str, np.ndarray], basket_events: int = 1
     """ROOT file with one LZ4-compressed basket per `basket_events` entries."""
     import uproot
 
-    n = len(events["event"])
+    n = len(events["npho"])
     types = {k: (v.dtype, v.shape[1:]) if v.ndim > 1 else v.dtype for k, v in events.items()}
     with uproot.recreate(path, compression=uproot.LZ4(1)) as f:
         f.mktree(tree, types)

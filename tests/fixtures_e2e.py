@@ -155,10 +155,12 @@ def tree_listing(root: Path) -> dict[str, tuple[int, int, bytes]]:
 
 
 def write_npz_shard(path: Path, n_events: int, seed: int, drop: tuple[str, ...] = (),
-                    nan_energy_rows: tuple[int, ...] = ()) -> Path:
-    """Simulated npz shard, optionally without the branches `drop` or with energyTruth NaN at some rows."""
+                    nan_energy_rows: tuple[int, ...] = (), fill_energy_rows: tuple[int, ...] = ()) -> Path:
+    """Simulated npz shard, optionally without the branches `drop` or with energyTruth NaN / the fill
+    value 1e10 at some rows."""
     events = simulate_events(SimConfig(), n_events, np.random.default_rng(seed))
     events["energyTruth"][list(nan_energy_rows)] = np.nan
+    events["energyTruth"][list(fill_energy_rows)] = 1e10
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **{k: v for k, v in events.items() if k not in drop})
     return path

@@ -77,6 +77,14 @@ def parse_yaml_value(text: str) -> Any:
         raise ConfigError(f"cannot parse value {text!r} as YAML: {err}") from err
 
 
+def yaml_error(path: Path, err: yaml.YAMLError) -> ConfigError:
+    """A one-line ConfigError for a YAML syntax error: file, line, column and the problem."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return ConfigError(f"{path}: invalid YAML{where}: {problem}")
+
+
 def read_yaml(path: Path) -> tuple[dict[str, Any], Sources]:
     """The mapping in `path` (read with ConfigYamlLoader) and {dotted key: "file:line"} of every key in it."""
     if not path.is_file():
@@ -87,7 +95,7 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], Sources]:
         node = loader.get_single_node()
         data = {} if node is None else loader.construct_document(node)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML:\n{err}") from err
+        raise yaml_error(path, err) from err
     finally:
         loader.dispose()
     if not isinstance(data, dict):

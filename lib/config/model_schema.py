@@ -69,7 +69,7 @@ def drop_removed_keys(data: Any) -> Any:
 class ModelConfig(BaseModel):
     """Architecture of XECEncoder and its MAE decoders."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
     preset: Literal["base", "large", "tiny"] = "base"
     """Named size; fields given explicitly win over the preset's values."""

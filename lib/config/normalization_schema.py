@@ -25,7 +25,7 @@ class NormalizationConfig(BaseModel):
     next to it win over the preset's values.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     preset: Literal["new", "legacy"] | None = None
     npho_scheme: Literal["log1p", "sqrt", "anscombe", "linear"] = "log1p"

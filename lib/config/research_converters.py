@@ -262,3 +262,25 @@ def run_name(value: Any, key: str, old: OldFile) -> Outcome:
     name = re.sub(r"[\s/\\]+", "_", str(value))
     return mapped({"checkpoint.run_name": name}, "" if name == value else "spaces and slashes became _")
 
+
+
+FIDUCIAL_BOUNDS = ("u_max", "v_max", "w_min", "w_max")
+
+
+def fiducial_switch(value: Any, key: str, old: OldFile) -> Outcome:
+    """data.fiducial.enabled: the research code cut its training data to the fiducial volume."""
+    if value is not True:
+        return dropped("off, as here")
+    if old.kind != "reg":
+        return lost("a fiducial cut of the training data exists for the regressor only")
+    return mapped({"training.fiducial_only": True})
+
+
+def fiducial_bound(value: Any, key: str, old: OldFile) -> Outcome:
+    """data.fiducial.<bound> -> evaluation.fiducial.<bound>, when the cut was on (null w_max: no bound, as here)."""
+    bound = key.rsplit(".", 1)[1]
+    if old.get("data.fiducial.enabled") is not True or old.kind != "reg":
+        return dropped("data.fiducial.enabled is off")
+    if bound not in FIDUCIAL_BOUNDS or (value is None and bound != "w_max"):
+        return lost(f"evaluation.fiducial has {', '.join(FIDUCIAL_BOUNDS)}, and only w_max may be null")
+    return mapped({f"evaluation.fiducial.{bound}": value})

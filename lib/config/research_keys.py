@@ -41,8 +41,8 @@ RESEARCH_KEYS: dict[str, Rule] = {
     "data.num_threads": not_needed("decoding runs in the data.num_workers processes"),
     "data.prefetch_factor": not_needed("the loader keeps its own read-ahead"),
     "data.log_invalid_npho": not_needed("invalid sensors are masked and counted, not logged one by one"),
-    "data.fiducial.enabled": no_equivalent("no fiducial cut on the training data yet"),
-    "data.fiducial.*": companion_of("data.fiducial.enabled", "no fiducial cut on the training data yet"),
+    "data.fiducial.enabled": Rule("training.fiducial_only", conv.fiducial_switch),
+    "data.fiducial.*": Rule("evaluation.fiducial", conv.fiducial_bound),
     # normalization
     "normalization.npho_scheme": choice("normalization.npho_scheme", conv.SAME_NPHO_SCHEMES),
     "normalization.sentinel_value": rename("normalization.time_sentinel", note="the research code's one sentinel "

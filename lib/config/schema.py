@@ -11,7 +11,7 @@ import os
 import re
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lib.config.geometry_schema import GeometryConfig
 from lib.config.model_schema import ModelConfig, RegressorModelConfig
@@ -20,6 +20,7 @@ from lib.config.task_schema import TasksConfig, parse_tasks
 
 SCHEMA_VERSION = 1
 REFERENCE_BATCH_SIZE = 256  # the base lr is quoted for this effective batch size
+MAX_LR = 10.0
 
 # Legacy keys -> their current place (dotted keys). Applied with a deprecation warning, in this
 # order: where two legacy keys name one current key, the earlier one wins over the later.
@@ -62,7 +63,7 @@ _SLURM_MEM = re.compile(r"^\d+[KMGT]?$")
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 PathSpec = str | list[str] | None
@@ -132,11 +133,12 @@ class TrainingConfig(Section):
     """Optimisation and loss (config section `training`)."""
 
     epochs: int = Field(100, gt=0)
-    lr: float = Field(1.5e-4, gt=0.0)
-    """Base learning rate, quoted for an effective batch of 256 events."""
+    lr: float = Field(1.5e-4, gt=0.0, le=MAX_LR)
+    """Base learning rate, quoted for an effective batch of 256 events (at most 10: larger values overflow
+    the optimizer's float32 arithmetic, and anything near it diverges)."""
     lr_scaling: bool = True
     """Scale lr by effective_batch / 256 (effective_batch = batch_size * world_size * grad_accum_steps)."""
-    min_lr: float = Field(1e-6, ge=0.0)
+    min_lr: float = Field(1e-6, ge=0.0, le=MAX_LR)
     """Learning rate at the end of the cosine schedule."""
     weight_decay: float = Field(0.05, ge=0.0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -227,6 +229,10 @@ class MLflowConfig(Section):
     tracking_uri: str | None = None
     """None: $MLFLOW_TRACKING_URI, else sqlite:///<save_dir>/mlflow.db."""
     experiment: str = "xecmae"
+    timeout_s: int = Field(5, ge=1, le=600)
+    """Seconds one request to the tracking server may take (connect and read; MLflow's own retries are off).
+    Tracking runs beside training and never holds it up, except at the end of a run for about this long when
+    the server stops answering; unsent metrics wait in <run dir>/mlflow_spool.jsonl and are sent later."""
 
     def resolve_tracking_uri(self, save_dir: str | os.PathLike[str]) -> str:
         """The tracking URI to use: the configured one, else the environment, else a local sqlite file."""
@@ -338,6 +344,36 @@ class RegressorTrainingConfig(TrainingConfig):
     betas: tuple[float, float] = (0.9, 0.999)
     task_balance: Literal["manual", "learned"] = "manual"
     """Combine task losses with their manual weights or learn log-variance weights."""
+    fiducial_only: bool = False
+    """Learn only from events whose uvwTruth lies inside evaluation.fiducial (the others are skipped
+    and counted like events with invalid truth)."""
+    allow_real_data: bool = False
+    """Train on files without MC truth (no energyTruth, uvwTruth or timeTruth): real data, whose
+    emiAng / emiVec / xyzVTX are reconstructed, not true. Refused unless set."""
+
+
+class FiducialConfig(Section):
+    """A box in the inner-face coordinates u, v, w (cm): |u| <= u_max, |v| <= v_max, w_min <= w <= w_max.
+    The defaults are MEG II's fiducial volume (xectools kXECFiducialUMax/VMax/WMin/WMax)."""
+
+    u_max: float = Field(23.9, gt=0.0)
+    v_max: float = Field(67.9, gt=0.0)
+    w_min: float = 0.0
+    w_max: float | None = 42.0
+    """None: no upper bound in w."""
+
+    @model_validator(mode="after")
+    def _ordered_w(self) -> FiducialConfig:
+        if self.w_max is not None and not self.w_min < self.w_max:
+            raise ValueError(f"need w_min < w_max, got w_min={self.w_min}, w_max={self.w_max}")
+        return self
+
+
+class EvaluationConfig(Section):
+    """How the final resolutions are quoted (config section `evaluation`)."""
+
+    fiducial: FiducialConfig = FiducialConfig()
+    """Resolutions are quoted for all events and for those whose uvwTruth lies inside this volume."""
 
 
 class RegressorConfig(RunConfig):
@@ -351,6 +387,7 @@ class RegressorConfig(RunConfig):
     """Tasks to fit: a list of names or a mapping name -> settings (see lib/tasks/config.py)."""
     baseline: BaselineConfig = BaselineConfig()
     """Classical estimator reported beside the regressor (see lib/baselines.py)."""
+    evaluation: EvaluationConfig = EvaluationConfig()
 
 
 ROOTS: dict[str, type[RunConfig]] = {MAEConfig.kind: MAEConfig, RegressorConfig.kind: RegressorConfig}

@@ -42,7 +42,7 @@ RESEARCH_TASK_NAMES: dict[str, str] = {"angle": "angle", "energy": "energy", "ti
 class TaskConfig(BaseModel):
     """Settings of one regression task (its loss, weight, target scaling and head size)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     loss: LossName = "smooth_l1"
     beta: float = Field(1.0, ge=0.0, description="smooth_l1 transition point (standardized units)")

@@ -1,17 +1,20 @@
 """Throughput of the data loader against plain reading of the same branches.
 
-    python -m lib.data.bench --input PATH [--batch-size 256] [--workers N] [--repeat 5]
+    python -m lib.data.bench --input PATH [--tree tree] [--npho-branch npho] [--time-branch relative_time]
+        [--batch-size 256] [--workers N] [--repeat 5]
 
-For the ROOT and the npz shards of the input it measures events/s of (a) reading the
+For the TTree, RNTuple and npz shards of the input it measures events/s of (a) reading the
 input and truth branches of every event with nothing else (uproot in the loader's
-basket-aligned ranges, files opened once like the loader's / numpy), (b) one epoch of
-one `EventLoader` (reading, shuffling, normalization, batching; it keeps its files open
-and its worker processes up between epochs, as in training), and prints b/a. Both see
+basket- or cluster-aligned ranges, files opened once like the loader's / numpy), (b) one
+epoch of one `EventLoader` (reading, shuffling, normalization, batching; it keeps its files
+open and its worker processes up between epochs, as in training), and prints b/a. Both see
 the same events and branches; each runs once untimed first (warm file cache, imports,
 worker start-up), then (a) and (b) alternate `--repeat` times and the medians count, so
-a load change on a shared machine hits both alike. When the input has only ROOT shards,
-npz copies are written to a temporary directory. The first lines say what machine and
-settings the figures belong to; the last line is the rate of `normalize` alone.
+a load change on a shared machine hits both alike. Containers the input lacks are written
+as copies of its first kind of shards into a temporary directory (RNTuple copies with the
+TTree's compression and one cluster per basket range of it). The first lines say what
+machine and settings the figures belong to; the last line is the rate of `normalize`
+alone. Bad input ends with a one-line message and exit code 2.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import functools
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -30,15 +34,21 @@ import torch
 
 from lib.config.schema import DataConfig, MAEConfig
 from lib.data.build import build_loader
-from lib.data.files import FileInfo, common_truth_branches, expand_inputs, inspect_files, open_root
+from lib.data.files import (
+    DataError, FileInfo, common_truth_branches, expand_inputs, for_flags, inspect_files, open_root,
+)
 from lib.data.loader import EventLoader
 from lib.data.plan import file_chunks
-from lib.data.readers import ChunkReader
+from lib.data.readers import ChunkReader, read_root_range
 from lib.io.atomic import atomic_write
+from lib.io.exit_codes import USAGE_ERROR_EXIT_CODE
 from lib.normalization import NormalizationConfig, normalize
 
+log = logging.getLogger("lib.data.bench")
 DEFAULTS = DataConfig()
-INPUTS = [DEFAULTS.npho_branch, DEFAULTS.time_branch]
+FLAGS = {"tree": "--tree", "npho": "--npho-branch", "time": "--time-branch"}
+"""The flags that stand for the data settings error messages name."""
+CONTAINERS = ("TTree", "RNTuple", "npz")
 
 
 def machine_line() -> str:
@@ -61,10 +71,10 @@ class PlainReader:
     chunks through file handles opened once (as the loader keeps its files open between
     epochs), npz whole."""
 
-    def __init__(self, infos: Sequence[FileInfo], branches: Sequence[str], batch_size: int):
+    def __init__(self, infos: Sequence[FileInfo], branches: Sequence[str], batch_size: int, tree: str):
         self.infos, self.branches = infos, list(branches)
         self.files = {i.path: open_root(i.path) for i in infos if i.kind == "root"}
-        self.trees = {path: f[DEFAULTS.tree_name] for path, f in self.files.items()}
+        self.trees = {path: f[tree] for path, f in self.files.items()}
         self.chunks = {i.path: file_chunks(0, i.boundaries, i.n_entries, batch_size) for i in infos}
 
     def __call__(self) -> int:
@@ -73,9 +83,7 @@ class PlainReader:
         for info in self.infos:
             if info.kind == "root":
                 for c in self.chunks[info.path]:
-                    arrays = self.trees[info.path].arrays(
-                        filter_name=self.branches, entry_start=c.start, entry_stop=c.stop, library="np"
-                    )
+                    arrays = read_root_range(self.trees[info.path], info, self.branches, c.start, c.stop)
                     n += len(arrays[self.branches[0]])
             else:
                 with np.load(info.path) as f:
@@ -100,20 +108,44 @@ def timed(run: Callable[[], int]) -> tuple[float, float, int]:
     return time.perf_counter() - wall, time.process_time() - cpu, n
 
 
-def write_npz_copies(infos: Sequence[FileInfo], branches: Sequence[str], out_dir: Path) -> list[Path]:
-    """np.savez copies (uncompressed, as the loader memory-maps them) of ROOT shards."""
+def write_copies(infos: Sequence[FileInfo], branches: Sequence[str], tree: str, container: str,
+                 out_dir: Path) -> list[Path]:
+    """Copies of shards as `container`: "npz" (np.savez, uncompressed, as the loader memory-maps
+    them) or "RNTuple" (uproot, one cluster per basket range of the source)."""
     paths = []
     for info in infos:
         dtypes = {b: info.branches[b].dtype for b in branches}
-        with ChunkReader([info], DEFAULTS.tree_name, dtypes) as reader:
+        with ChunkReader([info], tree, dtypes) as reader:
             arrays = reader.read(0, 0, info.n_entries)
-        paths.append(atomic_write(out_dir / f"{info.path.stem}.npz", functools.partial(_savez, arrays=arrays)))
+        if container == "npz":
+            write = functools.partial(_savez, arrays=arrays)
+        else:
+            with open_root(info.path) as source:
+                compression = source.file.compression
+            write = functools.partial(_rntuple, arrays=arrays, tree=tree, boundaries=info.boundaries,
+                                      compression=compression)
+        suffix = ".npz" if container == "npz" else ".root"
+        paths.append(atomic_write(out_dir / f"{info.path.stem}_{container}{suffix}", write))
     return paths
 
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as file:  # a file object: np.savez appends no ".npz" to the name
         np.savez(file, **arrays)
+
+
+def _rntuple(path: Path, arrays: dict[str, np.ndarray], tree: str, boundaries: Sequence[int],
+             compression: object) -> None:
+    import uproot
+
+    cuts = [b for b in boundaries if b > 0]
+    with uproot.recreate(path, compression=compression) as file:
+        for start, stop in zip([0, *cuts[:-1]], cuts):
+            cluster = {name: values[start:stop] for name, values in arrays.items()}
+            if start == 0:
+                file[tree] = cluster  # uproot >= 5.7 writes an RNTuple
+            else:
+                file[tree].extend(cluster)
 
 
 def normalize_rate(batch_size: int, repeat: int) -> float:
@@ -136,10 +168,12 @@ def normalize_rate(batch_size: int, repeat: int) -> float:
 def compare(label: str, infos: Sequence[FileInfo], branches: Sequence[str], args: argparse.Namespace) -> str:
     """One output line: median [min-max] rates of (a) and (b), the cores (b) kept busy (CPU
     time of this process / wall time), and the ratio of the medians."""
+    inputs = [args.npho_branch, args.time_branch]
     data = DataConfig(train_path=[str(i.path) for i in infos], batch_size=args.batch_size, num_workers=args.workers,
-                      truth_branches=[b for b in branches if b not in INPUTS])
+                      truth_branches=[b for b in branches if b not in inputs], tree_name=args.tree,
+                      npho_branch=args.npho_branch, time_branch=args.time_branch)
     loader = build_loader(MAEConfig(data=data), "train", 0, 1)
-    read = PlainReader(infos, branches, args.batch_size)
+    read = PlainReader(infos, branches, args.batch_size, args.tree)
     epoch = functools.partial(loader_epoch, loader)
     read(), epoch()  # warm-up: file cache, imports, allocator
     plain, full = [], []
@@ -152,42 +186,68 @@ def compare(label: str, infos: Sequence[FileInfo], branches: Sequence[str], args
     plain_rate, full_rate = statistics.median(plain_rates), statistics.median(full_rates)
     cores = statistics.median(cpu / wall for wall, cpu, _ in full)
     return (
-        f"{label:5s} {len(infos)} files, {plain[0][2]} events read, {full[0][2]} per epoch | "
+        f"{label:7s} {len(infos)} files, {plain[0][2]} events read, {full[0][2]} per epoch | "
         f"(a) plain read {plain_rate:6.0f} ev/s [{min(plain_rates):.0f}-{max(plain_rates):.0f}] | "
         f"(b) loader {full_rate:6.0f} ev/s [{min(full_rates):.0f}-{max(full_rates):.0f}], "
         f"{cores:.1f} cores busy in this process | b/a {full_rate / plain_rate:.2f}"
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lib.data.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--input", required=True, help="file, directory or glob of ROOT / npz shards")
+    parser.add_argument("--tree", default=DEFAULTS.tree_name, help="TTree / RNTuple name in the ROOT files")
+    parser.add_argument("--npho-branch", default=DEFAULTS.npho_branch, help="npho branch")
+    parser.add_argument("--time-branch", default=DEFAULTS.time_branch, help="time branch")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the loader run")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement; the median counts")
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error(f"--repeat must be >= 1, got {args.repeat}")
-    logging.basicConfig(level=logging.WARNING)
+    for name in ("repeat", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
+    return args
 
-    infos = inspect_files(expand_inputs(args.input, config_key="--input"), DEFAULTS.tree_name, INPUTS, None)
-    roots = [i for i in infos if i.kind == "root" and i.n_entries]
-    npzs = [i for i in infos if i.kind == "npz" and i.n_entries]
-    branches = [*INPUTS, *common_truth_branches(infos, INPUTS)]
+
+def run(args: argparse.Namespace) -> None:
+    """The benchmark of `main`, writing its lines to stdout."""
+    inputs = [args.npho_branch, args.time_branch]
+    infos = [i for i in inspect_files(expand_inputs(args.input, config_key="--input"), args.tree, inputs, None)
+             if i.n_entries]
+    if not infos:
+        raise DataError(f"the files of --input {args.input!r} have no entries")
+    by_container = {c: [i for i in infos if i.container == c] for c in CONTAINERS}
+    branches = [*inputs, *common_truth_branches(infos, inputs)]
     print(machine_line())
     print(
         f"settings: batch size {args.batch_size}, {args.workers} workers, shuffle buffer {DEFAULTS.shuffle_buffer}, "
         f"{len(branches)} branches, median of {args.repeat} timed runs after one warm-up"
     )
-    if roots:
-        print(compare("root", roots, branches, args))
+    source = next(group for group in by_container.values() if group)
     with tempfile.TemporaryDirectory() as tmp:
-        if not npzs:
-            npzs = inspect_files(write_npz_copies(roots, branches, Path(tmp)), DEFAULTS.tree_name, INPUTS, None)
-        print(compare("npz", npzs, branches, args))
+        for container, group in by_container.items():
+            if not group and (container == "npz" or source[0].kind == "root"):
+                copies = write_copies(source, branches, args.tree, container, Path(tmp))
+                group = inspect_files(copies, args.tree, inputs, None)
+            if group:
+                print(compare(container, group, branches, args))
     rate = normalize_rate(args.batch_size, args.repeat)
     print(f"normalize alone (batch of {args.batch_size}, 1 thread): {rate:.0f} ev/s")
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Command line of `python -m lib.data.bench`; returns the exit code."""
+    args = _arguments(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(args)
+    except DataError as err:
+        log.error("%s", for_flags(str(err), FLAGS))
+        return USAGE_ERROR_EXIT_CODE
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

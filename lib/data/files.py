@@ -2,8 +2,10 @@
 
 `expand_inputs` turns a file / directory / glob (or a list of them) into a sorted,
 de-duplicated list of ROOT and npz shards; `inspect_files` opens each one, reads only
-metadata (entries, basket boundaries, branch shapes) and raises `DataError` naming the
-file and what to change when something is wrong.
+metadata (entries, basket or cluster boundaries, branch shapes) and raises `DataError` naming
+the file and what to change when something is wrong. A ROOT file holds its events in a TTree
+or in an RNTuple (what uproot >= 5.7 writes for `file["tree"] = {...}` and ROOT's coming
+format); both are read alike, RNTuple fields standing for branches.
 """
 from __future__ import annotations
 
@@ -27,12 +29,28 @@ class DataError(ValueError):
     """Bad input data: missing files, wrong branches or shapes, unreadable files."""
 
 
+SETTINGS = {"tree": "data.tree_name", "npho": "data.npho_branch", "time": "data.time_branch"}
+"""The config keys that error messages tell the user to change; a command line with flags of its
+own translates them with `for_flags`."""
+
+
+def for_flags(message: str, flags: dict[str, str]) -> str:
+    """`message` with the config keys of SETTINGS named by the command-line flags of `flags`
+    ({"tree": "--tree", ...}), for the CLIs that take those flags instead of a config."""
+    for what, flag in flags.items():
+        message = message.replace(f"{SETTINGS[what]}=", f"{flag} ").replace(SETTINGS[what], flag)
+    return message
+
+
 @dataclass(frozen=True)
 class BranchInfo:
-    """Per-event shape and numpy dtype of one branch (shape () for a scalar)."""
+    """Per-event shape and numpy dtype of one branch (shape () for a scalar). A `vector` branch
+    (ROOT `std::vector` of numbers) is usable only as a per-sensor input: its shape is taken to
+    be (N_SENSORS,) and its length is checked when it is read."""
 
     shape: tuple[int, ...]
     dtype: np.dtype
+    vector: bool = False
 
     @property
     def values_per_event(self) -> int:
@@ -44,9 +62,10 @@ class FileInfo:
     """What `inspect_files` learned about one shard.
 
     `boundaries` are the entry offsets at which a read may start without splitting a
-    compressed basket: the npho branch's basket offsets for ROOT, (0, n_entries) for npz.
-    `branches` holds every fixed-size numeric branch of the file (input and truth),
-    `unreadable` the names of the others (jagged or object branches).
+    compressed basket: the npho branch's basket offsets for a TTree, the cluster boundaries
+    for an RNTuple, (0, n_entries) for npz. `branches` holds every fixed-size numeric branch
+    of the file (input and truth) and the numeric vectors, `unreadable` the names of the
+    others (jagged or object branches).
     """
 
     path: Path
@@ -55,6 +74,8 @@ class FileInfo:
     boundaries: tuple[int, ...]
     branches: dict[str, BranchInfo] = field(hash=False)
     unreadable: tuple[str, ...] = ()
+    container: str = "npz"
+    """What holds the events: "TTree", "RNTuple" or "npz"."""
 
 
 def _has_glob(text: str) -> bool:
@@ -164,15 +185,38 @@ def _inspect_npz(path: Path) -> FileInfo:
 # ---------------------------------------------------------------- ROOT
 
 
-def _root_branch_info(branch) -> BranchInfo | None:
-    """Shape and dtype of a fixed-size numeric branch, None for anything else (jagged, objects)."""
+def _ttree_branch_info(branch) -> BranchInfo | None:
+    """Shape and dtype of a fixed-size numeric branch or a numeric std::vector, None for anything
+    else (other jagged branches, objects)."""
     import uproot
 
     interp = branch.interpretation
-    if not isinstance(interp, uproot.AsDtype):
-        return None
-    to_dtype = interp.to_dtype
-    return BranchInfo(tuple(to_dtype.shape), np.dtype(to_dtype.base))
+    if isinstance(interp, uproot.AsDtype):
+        to_dtype = interp.to_dtype
+        return BranchInfo(tuple(to_dtype.shape), np.dtype(to_dtype.base))
+    if isinstance(interp, uproot.AsJagged) and isinstance(interp.content, uproot.AsDtype):
+        content = interp.content.to_dtype
+        if not content.shape and content.kind in "fiu":
+            return BranchInfo((N_SENSORS,), np.dtype(content.base).newbyteorder("="), vector=True)
+    return None
+
+
+def _rntuple_field_info(field) -> BranchInfo | None:
+    """`_ttree_branch_info` for an RNTuple field, from its awkward form (std::array nests as
+    RegularForm, std::vector as a ListOffsetForm)."""
+    import awkward as ak
+
+    record, _ = field.to_akform()
+    form, shape = record.contents[0], []
+    while isinstance(form, ak.forms.RegularForm):
+        shape.append(form.size)
+        form = form.content
+    if isinstance(form, ak.forms.NumpyForm):
+        return BranchInfo((*shape, *form.inner_shape), np.dtype(form.primitive))
+    if (not shape and isinstance(form, ak.forms.ListOffsetForm) and isinstance(form.content, ak.forms.NumpyForm)
+            and np.dtype(form.content.primitive).kind in "fiu"):
+        return BranchInfo((N_SENSORS,), np.dtype(form.content.primitive), vector=True)
+    return None
 
 
 def open_root(path: str | os.PathLike):
@@ -182,6 +226,37 @@ def open_root(path: str | os.PathLike):
     import uproot
 
     return uproot.open(path, handler=uproot.source.file.MultithreadedFileSource, array_cache=None)
+
+
+def _ttree_contents(path: Path, tree, size: int, basket_branch: str) -> tuple:
+    """(branches, unreadable names, entry boundaries) of a TTree."""
+    branches, unreadable = {}, []
+    for name, branch in tree.items(recursive=False):
+        info = _ttree_branch_info(branch)
+        if info is None:
+            unreadable.append(name)
+        else:
+            branches[name] = info
+        seeks = np.asarray(branch.member("fBasketSeek"))[: branch.num_baskets]
+        if seeks.size and seeks.max() >= size:
+            raise DataError(f"file {path}: truncated or corrupt (a basket of branch {name!r} lies beyond its end)")
+    n_entries = int(tree.num_entries)
+    source = tree[basket_branch] if basket_branch in branches else None
+    boundaries = tuple(int(b) for b in source.entry_offsets) if source is not None else (0, n_entries)
+    return branches, unreadable, boundaries
+
+
+def _rntuple_contents(ntuple) -> tuple:
+    """(fields, unreadable names, cluster boundaries) of an RNTuple."""
+    branches, unreadable = {}, []
+    for field in ntuple.fields:
+        info = _rntuple_field_info(field)
+        if info is None:
+            unreadable.append(field.name)
+        else:
+            branches[field.name] = info
+    starts = [int(c.num_first_entry) for c in ntuple.cluster_summaries]
+    return branches, unreadable, (*starts, int(ntuple.num_entries))
 
 
 def _inspect_root(path: Path, tree_name: str, basket_branch: str) -> FileInfo:
@@ -196,26 +271,20 @@ def _inspect_root(path: Path, tree_name: str, basket_branch: str) -> FileInfo:
         if handle.file.fEND > size:
             raise DataError(f"file {path}: truncated ({size} bytes on disk, the ROOT header says {handle.file.fEND})")
         try:
-            tree = handle[tree_name]
+            events = handle[tree_name]
         except Exception as err:
-            found = ", ".join(k.split(";")[0] for k in handle.keys(recursive=False)) or "nothing"
-            raise DataError(f"file {path}: no TTree {tree_name!r} (found: {found}); check data.tree_name") from err
-        if not isinstance(tree, uproot.TTree):
-            raise DataError(f"file {path}: {tree_name!r} is a {type(tree).__name__}, not a TTree; check data.tree_name")
-        branches, unreadable = {}, []
-        for name, branch in tree.items(recursive=False):
-            info = _root_branch_info(branch)
-            if info is None:
-                unreadable.append(name)
-            else:
-                branches[name] = info
-            seeks = np.asarray(branch.member("fBasketSeek"))[: branch.num_baskets]
-            if seeks.size and seeks.max() >= size:
-                raise DataError(f"file {path}: truncated or corrupt (a basket of branch {name!r} lies beyond its end)")
-        n_entries = int(tree.num_entries)
-        basket_source = tree[basket_branch] if basket_branch in branches else None
-        boundaries = tuple(int(b) for b in basket_source.entry_offsets) if basket_source is not None else (0, n_entries)
-        return FileInfo(path, "root", n_entries, boundaries, branches, tuple(unreadable))
+            found = ", ".join(f"{k.split(';')[0]} ({v})" for k, v in handle.classnames(recursive=False).items())
+            raise DataError(f"file {path}: no TTree or RNTuple {tree_name!r} (found: {found or 'nothing'}); "
+                            f"set {SETTINGS['tree']}") from err
+        if isinstance(events, uproot.TTree):
+            contents, container = _ttree_contents(path, events, size, basket_branch), "TTree"
+        elif isinstance(events, uproot.models.RNTuple.Model_ROOT_3a3a_RNTuple):
+            contents, container = _rntuple_contents(events), "RNTuple"
+        else:
+            raise DataError(f"file {path}: {tree_name!r} is a {type(events).__name__}, not a TTree or RNTuple; "
+                            f"set {SETTINGS['tree']}")
+        branches, unreadable, boundaries = contents
+        return FileInfo(path, "root", int(events.num_entries), boundaries, branches, tuple(unreadable), container)
 
 
 # ---------------------------------------------------------------- checks
@@ -223,20 +292,25 @@ def _inspect_root(path: Path, tree_name: str, basket_branch: str) -> FileInfo:
 
 def _check_branches(info: FileInfo, input_branches: Sequence[str], truth_branches: Sequence[str] | None) -> None:
     where = f"file {info.path}: branch"
+    advice = {name: f"set {SETTINGS[what]}" for name, what in zip(input_branches, ("npho", "time"))}
     for name in [*input_branches, *(truth_branches or [])]:
+        fix = advice.get(name, "check data.truth_branches")
         if name in info.unreadable:
-            raise DataError(f"{where} {name!r} is not a fixed-size numeric branch (jagged or objects); pick another")
+            raise DataError(f"{where} {name!r} is not a fixed-size numeric branch (jagged or objects); {fix}")
         if name not in info.branches:
             available = ", ".join(info.branches) or "none"
-            raise DataError(f"{where} {name!r} not found (fixed-size branches there: {available}); check its name")
+            raise DataError(f"{where} {name!r} not found (fixed-size branches there: {available}); {fix}")
+        if info.branches[name].vector and name not in input_branches:
+            raise DataError(f"{where} {name!r} is a std::vector; truth branches must have a fixed size ({fix})")
     for name in input_branches:
         branch = info.branches[name]
         if branch.values_per_event != N_SENSORS:
-            raise DataError(f"{where} {name!r} has {branch.values_per_event} values per event, expected {N_SENSORS}")
+            raise DataError(f"{where} {name!r} has {branch.values_per_event} values per event, expected {N_SENSORS}; "
+                            f"{advice[name]}")
         if len(branch.shape) != 1:
             raise DataError(f"{where} {name!r} has shape {branch.shape} per event, expected ({N_SENSORS},)")
         if branch.dtype.kind not in "fiu":
-            raise DataError(f"{where} {name!r} has dtype {branch.dtype}, expected a number type")
+            raise DataError(f"{where} {name!r} has dtype {branch.dtype}, expected a number type; {advice[name]}")
 
 
 def inspect_files(
@@ -263,8 +337,12 @@ def inspect_files(
 
 
 def common_truth_branches(infos: Sequence[FileInfo], input_branches: Sequence[str]) -> list[str]:
-    """Fixed-size branches other than the inputs present in every file, in the first file's order."""
-    names = [n for n in infos[0].branches if n not in input_branches]
+    """Per-event branches other than the inputs present in every file, in the first file's order:
+    the fixed-size ones with fewer values than sensors (truth, reconstruction, run / event). Other
+    per-sensor arrays (the research files' nphe, time, relative_npho, solid_angle) are left out:
+    reading them would triple the I/O for nothing."""
+    names = [n for n, b in infos[0].branches.items()
+             if n not in input_branches and not b.vector and b.values_per_event < N_SENSORS]
     return [n for n in names if all(n in info.branches for info in infos)]
 
 

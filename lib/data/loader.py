@@ -59,7 +59,8 @@ from lib.data.plan import (
     stream_windows,
     worker_assignments,
 )
-from lib.data.readers import BatchRecycler, ChunkReader, Columns, Pool, batch_dtype
+from lib.data.checks import check_first_chunk
+from lib.data.readers import EVENT_IDS, BatchRecycler, ChunkReader, Columns, Pool, batch_dtype
 from lib.data.stream import (
     EXTRA_COLUMNS, THREADS, Batch, StreamDataset, StreamSpec, epoch_rng, in_order, load_chunk, to_batch,
 )
@@ -100,10 +101,22 @@ def _entries_used(infos: Sequence[FileInfo], max_events: int | None) -> list[int
     return used
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str, *args: Any) -> None:
+    """logger.warning, once per process for the same text (a run builds several loaders)."""
+    text = message % args
+    if text not in _WARNED:
+        _WARNED.add(text)
+        logger.warning("%s", text)
+
+
 def _usable_files(
     paths: PathSpec, tree_name: str, inputs: list[str], truth_branches: list[str] | None
-) -> tuple[list[FileInfo], list[str]]:
-    """Checked non-empty files and the truth branches to read (None: those common to all files)."""
+) -> tuple[list[FileInfo], list[str], bool]:
+    """Checked non-empty files, the branches to read besides the inputs (None: those common to
+    all files; run / event whenever every file has both) and whether run / event must be made up."""
     infos = inspect_files(expand_inputs(paths), tree_name, inputs, truth_branches)
     for info in infos:
         if info.n_entries == 0:
@@ -112,8 +125,15 @@ def _usable_files(
     if not infos:
         raise DataError(f"all input files have zero entries ({paths!r}); check the input path")
     truth = list(truth_branches) if truth_branches is not None else common_truth_branches(infos, inputs)
+    has_ids = all(name in info.branches and not info.branches[name].vector for info in infos for name in EVENT_IDS)
+    if has_ids:
+        truth += [name for name in EVENT_IDS if name not in truth]
+    else:
+        truth = [name for name in truth if name not in EVENT_IDS]
+        _warn_once("the input files (%s, ...) lack a run or event branch: events are identified by run = the file's "
+                   "number in the sorted input list, event = the entry number in that file", infos[0].path)
     check_consistent_shapes(infos, [*inputs, *truth])
-    return infos, truth
+    return infos, truth, not has_ids
 
 
 def _steps_per_epoch(plans: list[list[list[Chunk]]], batch_size: int, requested: int | None, n_events: int) -> int:
@@ -140,8 +160,11 @@ class EventLoader:
     """Batches of normalized events from ROOT / npz shards, sharded over ranks and workers.
 
     Yields dicts with "x" (B, n_sensors, 2) float32, "npho_valid" / "time_valid"
-    (B, n_sensors) bool, the `extras` asked for (see `lib.data.stream.EXTRA_COLUMNS`) and
-    one tensor per truth branch (float32, or int64 for integer branches such as run / event).
+    (B, n_sensors) bool, the `extras` asked for (see `lib.data.stream.EXTRA_COLUMNS`),
+    one tensor per truth branch (float32, or int64 for integer branches) and always "run" /
+    "event" (int64): read from the files, or made up from (file number, entry) with one
+    warning when a file lacks them. The inputs of the first chunk are checked before anything
+    else (lib.data.checks); `input_summary` holds what was seen.
 
     `data` is the config section (branches, batch size, workers, shuffle buffer, in-memory,
     event and step limits); `role` says what the loader is for:
@@ -167,7 +190,7 @@ class EventLoader:
         train = role == "train"
         _check_arguments(role, rank, world_size, extras)
         inputs = [data.npho_branch, data.time_branch]
-        infos, self.truth_branches = _usable_files(paths, data.tree_name, inputs, data.truth_branches)
+        infos, self.truth_branches, made_up_ids = _usable_files(paths, data.tree_name, inputs, data.truth_branches)
         _check_no_clash(extras, self.truth_branches)
         used = _entries_used(infos, data.max_events if train else data.max_val_events)
         self.files = [i for i, n in zip(infos, used) if n > 0]
@@ -178,6 +201,8 @@ class EventLoader:
             file_chunks(k, info.boundaries if info.kind == "root" else fixed_boundaries(n, batch_size), n, batch_size)
             for k, (info, n) in enumerate(zip(self.files, used))
         ]
+        with ChunkReader(self.files, data.tree_name, {name: np.dtype(np.float32) for name in inputs}) as reader:
+            self.input_summary = check_first_chunk(reader, per_file[0][0], data, norm)
         if len(per_file) < world_size:
             logger.warning("only %d input file(s) for %d ranks: sharding by entry ranges", len(per_file), world_size)
         if data.in_memory and data.num_workers:
@@ -197,7 +222,7 @@ class EventLoader:
         self._memory: list[Columns] | None = None
         self._workers: DataLoader | None = None
         self._recycler = BatchRecycler()  # batch arrays of the in-memory mode
-        self._spec = self._stream_spec(data, norm, inputs, plans[rank], tuple(extras))
+        self._spec = self._stream_spec(data, norm, inputs, plans[rank], tuple(extras), made_up_ids)
         self._dataset = StreamDataset(self._spec)
         logger.info(
             "data: %d files, %d events, rank %d/%d, %d streams, %d steps of %d per epoch%s%s",
@@ -206,7 +231,7 @@ class EventLoader:
         )  # fmt: skip
 
     def _stream_spec(self, data: DataConfig, norm: NormalizationConfig, inputs: list[str],
-                     streams: list[list[Chunk]], extras: tuple[str, ...]) -> StreamSpec:
+                     streams: list[list[Chunk]], extras: tuple[str, ...], made_up_ids: bool) -> StreamSpec:
         """What the streams of this rank need to produce its batches."""
         branch_dtypes = {n: batch_dtype(self.files[0].branches[n]) for n in self.truth_branches}
         branch_dtypes.update({name: np.dtype(np.float32) for name in inputs})
@@ -214,7 +239,7 @@ class EventLoader:
             files=self.files, tree_name=data.tree_name, npho_branch=data.npho_branch, time_branch=data.time_branch,
             branch_dtypes=branch_dtypes, norm=norm, batch_size=data.batch_size, shuffle=self.shuffle,
             window_events=data.shuffle_buffer if self.shuffle else 0, drop_last=self.drop_last, seed=self.seed,
-            rank=self.rank, streams=streams, extras=extras,
+            rank=self.rank, streams=streams, extras=extras, made_up_ids=made_up_ids,
         )  # fmt: skip
 
     def __len__(self) -> int:
@@ -269,7 +294,7 @@ class EventLoader:
     def _load_memory(self) -> list[Columns]:
         """All events of this rank, normalized once: one block of columns per chunk, in chunk order."""
         s = self._spec
-        with ChunkReader(s.files, s.tree_name, s.branch_dtypes) as reader, ThreadPoolExecutor(THREADS) as threads:
+        with s.reader() as reader, ThreadPoolExecutor(THREADS) as threads:
             parts = list(in_order(threads, functools.partial(load_chunk, reader, s.prepare), s.streams[0]))
         n = sum(len(part["x"]) for part in parts)
         gigabytes = sum(a.nbytes for part in parts for a in part.values()) / 1e9

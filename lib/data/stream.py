@@ -24,7 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from lib.data.files import FileInfo
 from lib.data.plan import Chunk, Placement, chunk_offsets, stream_windows
-from lib.data.readers import BatchRecycler, ChunkReader, Columns, Pool, concat_columns
+from lib.data.readers import EVENT_IDS, BatchRecycler, ChunkReader, Columns, Pool, concat_columns
 from lib.normalization import NormalizationConfig, normalize, normalize_rows, time_loss_weight
 
 Batch = dict[str, torch.Tensor]
@@ -202,6 +202,12 @@ class StreamSpec:
     streams: list[list[Chunk]]
     extras: tuple[str, ...] = ()
     """Columns of EXTRA_COLUMNS the batches carry."""
+    made_up_ids: bool = False
+    """The files lack run / event: the batches carry them made up from (file number, entry)."""
+
+    def reader(self) -> ChunkReader:
+        """A ChunkReader of this spec's files and branches."""
+        return ChunkReader(self.files, self.tree_name, self.branch_dtypes, made_up_ids=self.made_up_ids)
 
     def prepare(self, raw: Columns) -> Columns:
         """`model_columns` of raw rows with this spec's branches, normalization and extra columns."""
@@ -217,8 +223,9 @@ class StreamSpec:
             if name not in (self.npho_branch, self.time_branch)
         }
         extras = {name: np.empty((0, *sensors), np.float32) for name in EXTRA_COLUMNS if name in self.extras}
+        ids = {name: np.empty(0, np.int64) for name in EVENT_IDS} if self.made_up_ids else {}
         return {"x": np.empty((0, *sensors, 2), np.float32), "npho_valid": np.empty((0, *sensors), bool),
-                "time_valid": np.empty((0, *sensors), bool), **extras, **truth}  # fmt: skip
+                "time_valid": np.empty((0, *sensors), bool), **extras, **truth, **ids}  # fmt: skip
 
     @property
     def sensor_shape(self) -> tuple[int, ...]:
@@ -268,7 +275,7 @@ class StreamDataset(IterableDataset):
         if rng is not None:
             chunks = [chunks[i] for i in rng.permutation(len(chunks))]
         memory = self._memory = self._memory or self._new_memory()  # shared by iterations at once: thread-safe
-        reader = self._reader = self._reader or ChunkReader(s.files, s.tree_name, s.branch_dtypes)
+        reader = self._reader = self._reader or s.reader()
         with ThreadPoolExecutor(THREADS) as threads:
             for columns in stream_batches(reader, threads, memory, chunks, s, rng, skip, stop):
                 yield to_batch(columns)

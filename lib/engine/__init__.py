@@ -6,15 +6,16 @@ from lib.engine.checkpoint_manager import CheckpointManager
 from lib.engine.distributed import (
     DistInfo, DistributedSetupError, broadcast_object, cleanup, init_distributed, reduce_metrics,
 )
+from lib.engine.finite import NonFiniteError
 from lib.engine.rng import seed_everything
 from lib.engine.rundir import RunDirError, prepare_run_dir, run_dir_path
 from lib.engine.task import StepOutput, Task
 from lib.engine.train_state import EarlyStopping, TrainState
-from lib.engine.trainer import NonFiniteLossError, Trainer
+from lib.engine.trainer import Trainer
 
 __all__ = [
     "CheckpointError", "CheckpointManager", "DistInfo", "DistributedSetupError", "EarlyStopping",
-    "NonFiniteLossError", "RunDirError", "StepOutput", "Task", "TrainState", "Trainer", "broadcast_object",
+    "NonFiniteError", "RunDirError", "StepOutput", "Task", "TrainState", "Trainer", "broadcast_object",
     "cleanup", "evaluation_weights", "init_distributed", "load_checkpoint",
     "prepare_run_dir", "reduce_metrics", "run_dir_path", "seed_everything",
 ]

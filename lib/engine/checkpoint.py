@@ -45,13 +45,14 @@ def copy_checkpoint(src: Path, dst: Path) -> None:
     atomic_copy(src, dst)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load one of our checkpoints onto the CPU; CheckpointError for anything else."""
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Load one of our checkpoints onto the CPU (`mmap`: map its tensors instead of reading them, for a
+    look at a few fields); CheckpointError for anything else."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check checkpoint.resume_from")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several types for foreign or corrupt files
         raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
@@ -80,18 +81,35 @@ def prune_epoch_checkpoints(checkpoint_dir: Path, keep_last_n: int) -> list[Path
 
 
 def find_resume_checkpoint(checkpoint_cfg: Any, run_dir: Path) -> Path | None:
-    """Checkpoint to resume from: checkpoint.resume_from, else run_dir/checkpoints/last.pt when auto_resume finds it."""
+    """Checkpoint to resume from: the run directory's own last.pt once it exists (with checkpoint.resume_from
+    or checkpoint.auto_resume), else checkpoint.resume_from, which only seeds a run at its start."""
+    last = Path(run_dir) / CHECKPOINT_DIR / LAST_NAME
+    if (checkpoint_cfg.resume_from or checkpoint_cfg.auto_resume) and last.is_file():
+        if checkpoint_cfg.resume_from and not same_file(checkpoint_cfg.resume_from, last):
+            log.info("resuming from this run's own %s; checkpoint.resume_from=%s only seeded its start",
+                     last, checkpoint_cfg.resume_from)
+        return last
     if checkpoint_cfg.resume_from:
         path = Path(checkpoint_cfg.resume_from)
         if not path.is_file():
             raise CheckpointError(f"checkpoint.resume_from={path} does not exist; give the path of a .pt checkpoint")
         return path
     if checkpoint_cfg.auto_resume:
-        last = Path(run_dir) / CHECKPOINT_DIR / LAST_NAME
-        if last.is_file():
-            return last
         log.info("checkpoint.auto_resume: no %s yet, starting from scratch", last)
     return None
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """True when both paths name one existing file."""
+    try:
+        return Path(a).samefile(b)
+    except OSError:
+        return False
+
+
+def in_run_dir(path: Path, run_dir: Path) -> bool:
+    """True when the checkpoint `path` lies in `run_dir`'s checkpoints/ directory."""
+    return Path(path).resolve().parent == (Path(run_dir) / CHECKPOINT_DIR).resolve()
 
 
 def check_resume_compatible(checkpoint: Mapping[str, Any], config: Mapping[str, Any], path: Path) -> None:

@@ -12,9 +12,11 @@ partial metrics of the epoch in progress): every rank's are gathered into the fi
 The train state is attached `flat`: its fields (epoch, global_step, mlflow_run_id, ...) sit at
 the top of the file, where tools read them without the manager.
 
-A resumed run's checkpoint (checkpoint.resume_from, else the run directory's own last.pt under
-checkpoint.auto_resume) is read once per rank, when the manager is made, and checked against
-the config there (lib.engine.compatibility). `attach` restores shared parts at once; per-rank
+A resumed run's checkpoint (the run directory's own last.pt once it exists, else
+checkpoint.resume_from) is read once per rank, when the manager is made, and checked against
+the config there (lib.config.compatibility, through check_resume_compatible). A checkpoint of
+another run directory seeds this run but does not give it its MLflow run id (`seeded_from`,
+`parent_mlflow_run_id`). `attach` restores shared parts at once; per-rank
 parts wait for `restore_rank`, which the trainer calls at the point of its loop where they were
 captured. A part for which the checkpoint holds no state (or an empty one: an EMA or fp16
 scaler the saving run did not use) keeps its fresh state.
@@ -27,11 +29,13 @@ from typing import Any, Collection, Mapping, Protocol, Sequence
 
 from lib.config import to_dict
 from lib.engine.checkpoint import (
-    check_resume_compatible, copy_checkpoint, find_resume_checkpoint, load_checkpoint, prune_epoch_checkpoints,
-    save_checkpoint,
+    CheckpointError, check_resume_compatible, copy_checkpoint, find_resume_checkpoint, in_run_dir, load_checkpoint,
+    prune_epoch_checkpoints, save_checkpoint,
 )
-from lib.engine.distributed import DistInfo, gather_objects
-from lib.io.run_files import CHECKPOINT_DIR, LAST_NAME
+from lib.engine.distributed import DistInfo, broadcast_object, gather_objects
+from lib.engine.tracking_worker import recorded_run_id
+from lib.engine.train_state import TrainState
+from lib.io.run_files import BEST_NAME, CHECKPOINT_DIR, LAST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,10 @@ class CheckpointManager:
         self.resume_path = find_resume_checkpoint(cfg.checkpoint, run_dir)
         self.rank_state_lost = False
         """True when resuming from a checkpoint whose per-rank parts cannot be used (another world size)."""
+        self.seeded_from: Path | None = None
+        """The checkpoint of another run directory this run starts from, if any."""
+        self.parent_mlflow_run_id: str | None = None
+        """The MLflow run of `seeded_from` (this run gets a new one)."""
         self._shared: dict[str, Stateful] = {}
         self._flat: set[str] = set()
         self._per_rank: dict[str, Stateful] = {}
@@ -69,6 +77,10 @@ class CheckpointManager:
             self._saved = load_checkpoint(self.resume_path)
             check_resume_compatible(self._saved, self.config, self.resume_path)
             self._saved_for_rank = self._this_ranks_state(self._saved.pop(RANK_STATES))
+            if not in_run_dir(self.resume_path, run_dir):
+                self.seeded_from = self.resume_path
+                self.parent_mlflow_run_id = self._saved["mlflow_run_id"] or recorded_run_id(self.resume_path.parents[1])
+                self._saved["mlflow_run_id"] = None
 
     @property
     def resuming(self) -> bool:
@@ -147,3 +159,37 @@ class CheckpointManager:
             copy_checkpoint(first, self.directory / name)
         pruned = prune_epoch_checkpoints(self.directory, self.settings.keep_last_n)
         log.debug("saved %s (pruned %s)", list(names), [path.name for path in pruned])
+
+    def reconcile_best(self, state: TrainState) -> bool:
+        """Make best.pt agree with the resumed `state`'s record of the best epoch (collective, after `attach`).
+
+        The end of a best epoch writes last.pt, then best.pt, then the export of the best weights. A run
+        killed in between resumes from that last.pt: best.pt is rewritten from it when it holds another
+        epoch, and True is returned (the model holds the best weights: export them again, the export may
+        be older). A last.pt recording a best that neither best.pt nor itself holds (left by older code)
+        makes the state adopt the record of the best.pt that exists (none: no best yet).
+        """
+        decision = self._best_decision(state) if self.dist.is_main else None
+        repaired, state.best_metric, state.best_epoch = broadcast_object(decision)
+        return repaired
+
+    def _best_decision(self, state: TrainState) -> tuple[bool, float | None, int | None]:
+        if state.best_epoch is None:
+            return False, None, None
+        best = self.directory / BEST_NAME
+        try:
+            held = load_checkpoint(best, mmap=True) if best.is_file() else None
+        except CheckpointError:
+            held = None
+        at_end_of_best = state.epoch == state.best_epoch and state.batch_in_epoch == 0
+        if held is not None and held["epoch"] == state.best_epoch:
+            return at_end_of_best, state.best_metric, state.best_epoch
+        if at_end_of_best:
+            copy_checkpoint(self.resume_path, best)
+            log.warning("%s held %s, but %s records epoch %d as the best: rewrote %s from it", best,
+                        f"epoch {held['epoch']}" if held else "nothing", self.resume_path, state.best_epoch, best.name)
+            return True, state.best_metric, state.best_epoch
+        log.warning("%s records epoch %d as the best, which %s does not hold and which is lost; the best so far is "
+                    "now %s", self.resume_path, state.best_epoch, best,
+                    f"epoch {held['epoch']} ({best.name})" if held else "unknown (the next validation sets it)")
+        return (False, held["best_metric"], held["epoch"]) if held else (False, None, None)

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from lib.config import write_resolved
-from lib.io.atomic import atomic_write_text
 from lib.engine.distributed import DistInfo, broadcast_object
-from lib.io.run_files import CHECKPOINT_DIR, CONFIG_NAME, LAST_NAME, LOG_NAME
+from lib.io.atomic import atomic_write_text, temporary_files
+from lib.io.run_files import CHECKPOINT_DIR, CONFIG_NAME, LAST_NAME, LOCK_NAME, LOG_NAME
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def run_dir_path(cfg: Any) -> Path:
 
 def _refusal(run_dir: Path, cfg: Any, resuming: bool) -> str | None:
     """Why `run_dir` may not be used for this run, or None."""
-    if resuming or not run_dir.exists() or not any(run_dir.iterdir()):
+    if resuming or not run_dir.exists() or not [p for p in run_dir.iterdir() if p.name != LOCK_NAME]:
         return None
     if cfg.checkpoint.auto_resume and not (run_dir / CHECKPOINT_DIR / LAST_NAME).exists():
         log.warning("%s exists without a %s checkpoint; auto_resume starts it from scratch", run_dir, LAST_NAME)
@@ -63,11 +63,20 @@ def detach_log_file() -> None:
         handler.close()
 
 
+def _remove_leftover_temporary_files(run_dir: Path) -> None:
+    """Delete what atomic writes interrupted by a kill left in the run directory and its checkpoints/."""
+    for path in temporary_files(run_dir) + temporary_files(run_dir / CHECKPOINT_DIR):
+        size = path.stat().st_size
+        path.unlink()
+        log.info("removed %s (%d bytes), left by a write that was interrupted", path, size)
+
+
 def prepare_run_dir(cfg: Any, dist: DistInfo, resuming: bool) -> Path:
     """Create save_dir/run_name on rank 0, write config.yaml and start train.log; returns the path on every rank.
 
     A new (non-resumed) run into an existing, non-empty directory is refused with RunDirError
-    on every rank and nothing is touched.
+    on every rank and nothing is touched. Temporary files of interrupted writes are removed
+    (the caller holds the run directory's lock, so no other trainer is writing them).
     """
     run_dir = run_dir_path(cfg)
     refusal = _refusal(run_dir, cfg, resuming) if dist.is_main else None
@@ -76,9 +85,10 @@ def prepare_run_dir(cfg: Any, dist: DistInfo, resuming: bool) -> Path:
         raise RunDirError(refusal)
     if dist.is_main:
         (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-        write_resolved(cfg, run_dir / CONFIG_NAME)
         attach_log_file(run_dir / LOG_NAME)
         log.info("run directory %s (%s)", run_dir.resolve(), "resumed" if resuming else "new run")
+        _remove_leftover_temporary_files(run_dir)
+        write_resolved(cfg, run_dir / CONFIG_NAME)
     return run_dir
 
 

@@ -1,8 +1,9 @@
 """The training loop shared by MAE pretraining and regression.
 
-Read it top to bottom: `fit` runs epochs; `_run_epoch` trains, validates, records, checkpoints
-and exports; `_train_epoch` runs the steps (accumulated, clipped, mixed-precision optimizer
-steps). Persistence belongs to the CheckpointManager: the trainer hands it its stateful parts.
+Read it top to bottom: `fit` runs epochs; `_run_epoch` trains, saves, validates, records,
+checkpoints and exports; `_train_epoch` runs the steps (accumulated, clipped, mixed-precision
+optimizer steps). Persistence belongs to the CheckpointManager: the trainer hands it its
+stateful parts, and `_save` is where it checks that the weights are finite before any write.
 """
 from __future__ import annotations
 
@@ -21,15 +22,16 @@ from torch import Tensor, nn
 from lib.config import to_dict
 from lib.engine.checkpoint import epoch_checkpoint_name
 from lib.engine.checkpoint_manager import CheckpointManager
-from lib.engine.distributed import DistInfo, all_ranks_true, check_same_config, wrap_model
+from lib.engine.distributed import DistInfo, all_ranks_true, check_same_config, gather_objects, wrap_model
 from lib.engine.ema import ModelEMA
+from lib.engine.finite import NonFiniteError, all_finite, last_finite_checkpoint
 from lib.engine.optim import build_optimizer, build_scheduler
 from lib.engine.preemption import Preempted, PreemptionFlag
 from lib.engine.progress import Progress
 from lib.engine.rng import RNGState
 from lib.engine.rundir import TrainingHistory
 from lib.engine.task import StepOutput, Task
-from lib.engine.tracking import start_tracking
+from lib.engine.tracking import PARENT_CHECKPOINT_TAG, PARENT_RUN_TAG, start_tracking
 from lib.engine.train_state import EarlyStopping, MetricSums, TrainState
 from lib.io.run_files import BEST_NAME, CONFIG_NAME, HISTORY_NAME, LAST_NAME
 
@@ -41,16 +43,12 @@ RNG, DATA, TRAIN_METRICS = "rng", "data", "train_metrics"
 """Names of the per-rank parts in a checkpoint's rank_states."""
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; no checkpoint is written after it."""
-
-
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 class Trainer:
-    """Trains `model` on `task`; resumes from checkpoint.resume_from or (auto_resume) run_dir/checkpoints/last.pt.
+    """Trains `model` on `task`; resumes from run_dir/checkpoints/last.pt, else checkpoint.resume_from.
 
     `model` holds every trainable parameter. `train_loader` follows the loader interface:
     len(), iter(), set_epoch(epoch), state_dict(), load_state_dict(state); after
@@ -87,7 +85,6 @@ class Trainer:
         self._attach_parts()
         self.history = TrainingHistory(self.run_dir / HISTORY_NAME, completed_epochs=self.state.epoch)
         self.preemption = PreemptionFlag()
-        self.preemption.install()
 
     def _attach_parts(self) -> None:
         """Hand the stateful parts to the checkpoint manager; when resuming, the shared ones are restored now."""
@@ -105,12 +102,15 @@ class Trainer:
             self.state.batch_in_epoch = 0
         log.info("resumed from %s at epoch %d, batch %d, global step %d", self.checkpoints.resume_path,
                  self.state.epoch + 1, self.state.batch_in_epoch, self.state.global_step)
+        if self.checkpoints.reconcile_best(self.state) and self.dist.is_main:
+            self.task.export(self._export_model(), self.run_dir, "best")
 
     # ------------------------------------------------------------------ fit
     def fit(self) -> dict[str, Any]:
         """Train until training.epochs or early stopping; returns final metrics, best metric and paths."""
-        self.tracker = start_tracking(self.cfg, self.config, self.state.mlflow_run_id, self.dist.is_main)
-        self.state.mlflow_run_id = self.tracker.run_id or self.state.mlflow_run_id
+        self.preemption.install()
+        self.tracker = start_tracking(self.cfg, self.config, self.state.mlflow_run_id, self.dist.is_main,
+                                      parent=self._mlflow_parent())
         self._log_plan()
         self.progress = Progress(
             self.state, self.tracker, steps_per_epoch=self.steps_per_epoch, epochs=self.training.epochs,
@@ -128,6 +128,7 @@ class Trainer:
             status = "KILLED"
             raise
         finally:
+            self.preemption.uninstall()
             self.tracker.log_artifacts([self.run_dir / CONFIG_NAME, self.run_dir / HISTORY_NAME,
                                         self.run_dir / "plots"])
             self.tracker.end(status)
@@ -137,8 +138,14 @@ class Trainer:
             "global_step": self.state.global_step, "stopped_early": stopped_early, "run_dir": self.run_dir,
             "last_checkpoint": self.checkpoints.last_path,
             "best_checkpoint": self.checkpoints.directory / BEST_NAME if self.state.best_epoch is not None else None,
-            "mlflow_run_id": self.state.mlflow_run_id,
+            "mlflow_run_id": self.tracker.run_id or self.state.mlflow_run_id,
         }
+
+    def _mlflow_parent(self) -> dict[str, str]:
+        """Tags of a run seeded from another run directory's checkpoint (empty otherwise)."""
+        seeded_from, parent_run = self.checkpoints.seeded_from, self.checkpoints.parent_mlflow_run_id
+        tags = {PARENT_CHECKPOINT_TAG: str(seeded_from.resolve())} if seeded_from is not None else {}
+        return tags | ({PARENT_RUN_TAG: parent_run} if parent_run else {})
 
     def _log_plan(self) -> None:
         effective_batch = self.cfg.data.batch_size * self.dist.world_size * self.accum
@@ -148,12 +155,18 @@ class Trainer:
                  sum(p.numel() for p in self.raw_model.parameters()) / 1e6)
 
     def _run_epoch(self) -> tuple[dict[str, Any], bool]:
-        """Train one epoch, validate when due, record it, checkpoint, export the best; returns (record, stop)."""
-        epoch_start = time.perf_counter()
+        """Train one epoch, validate when due, record it, checkpoint, export the best; returns (record, stop).
+
+        A trained epoch is saved before its validation, so that a requeue during validation keeps it.
+        last.pt is written before best.pt: a run killed between the two is repaired on resume from last.pt.
+        """
+        epoch_start, steps_before = time.perf_counter(), self.state.global_step
         train_metrics = self._train_epoch()
         epoch = self.state.epoch + 1
-        due = epoch % self.training.val_every == 0 or epoch == self.training.epochs
-        val_metrics = self._validate() if due and self.val_loader is not None else {}
+        due = self.val_loader is not None and (epoch % self.training.val_every == 0 or epoch == self.training.epochs)
+        if due and self.state.global_step > steps_before:
+            self._save([LAST_NAME])
+        val_metrics = self._validate(epoch) if due else {}
         self.state.epoch, self.state.batch_in_epoch = epoch, 0
         self.train_metrics.reset()
         record = {"epoch": epoch, "global_step": self.state.global_step, "lr": self.optimizer.param_groups[0]["lr"],
@@ -168,7 +181,7 @@ class Trainer:
         names = [LAST_NAME] + [BEST_NAME] * improved
         if epoch % self.cfg.checkpoint.save_interval == 0:
             names.append(epoch_checkpoint_name(epoch))
-        self.checkpoints.save(names)
+        self._save(names)
         if improved and self.dist.is_main:
             self.task.export(self._export_model(), self.run_dir, "best")
         if stop:
@@ -185,6 +198,10 @@ class Trainer:
         if key not in val_metrics:
             raise ValueError(f"task.monitor={self.task.monitor!r} is not among the validation metrics "
                              f"{sorted(k.removeprefix('val/') for k in val_metrics)}; fix the task's monitor")
+        for name in dict.fromkeys([key, "val/loss"]):
+            if name in val_metrics and not math.isfinite(val_metrics[name]):
+                raise self._non_finite(f"non-finite validation metric {name} = {val_metrics[name]} after epoch "
+                                       f"{self.state.epoch}")
         monitored = val_metrics[key]
         improved = self.state.best_metric is None or monitored < self.state.best_metric
         if improved:
@@ -215,12 +232,16 @@ class Trainer:
             finite &= torch.isfinite(output.loss.detach())
             if not steps_now:
                 continue
+            grad_norm = self._clip_gradients()
+            if grad_norm is not None and not self.scaler.is_enabled():  # fp16: the scaler skips overflowing steps
+                finite &= torch.isfinite(grad_norm)
             if not all_ranks_true(bool(finite), self.dist.device):
-                self._raise_non_finite(output)
-            grad_norm = self._optimizer_step()
+                raise self._non_finite(self._describe_step(output, grad_norm))
+            self._optimizer_step()
             self.state.global_step += 1
             self.state.batch_in_epoch = index + 1
             self.progress.optimizer_step(output.loss.detach(), grad_norm, self.optimizer.param_groups[0]["lr"])
+            self.tracker.begin()  # tracking's set-up never delays the first step (a no-op after it)
             self._checkpoint_after_step(more_batches=index + 1 < n_batches)
         self.checkpoints.restore_rank(RNG, TRAIN_METRICS)  # saved after the epoch's last step: nothing left to train
         self.progress.end_epoch()
@@ -253,11 +274,14 @@ class Trainer:
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.dist.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
-    def _optimizer_step(self) -> Tensor | None:
-        grad_norm = None
-        if self.training.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.training.grad_clip)
+    def _clip_gradients(self) -> Tensor | None:
+        """Clip the gradients to training.grad_clip; their norm before clipping (None without clipping)."""
+        if self.training.grad_clip is None:
+            return None
+        self.scaler.unscale_(self.optimizer)
+        return nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.training.grad_clip)
+
+    def _optimizer_step(self) -> None:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -266,36 +290,63 @@ class Trainer:
             self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.raw_model)
-        return grad_norm
+
+    # ------------------------------------------------------- save and stop
+    def _preempted(self) -> bool:
+        """True on every rank once any rank received a preemption signal (collective)."""
+        return not all_ranks_true(not self.preemption.requested, self.dist.device)
 
     def _checkpoint_after_step(self, more_batches: bool) -> None:
         """After an optimizer step: on a preemption request save last.pt and stop; else save every save_every_steps."""
-        if not all_ranks_true(not self.preemption.requested, self.dist.device):
-            self.checkpoints.save([LAST_NAME])
+        if self._preempted():
+            self._save([LAST_NAME])
             raise Preempted(f"preempted at global step {self.state.global_step}; resume from "
                             f"{self.checkpoints.last_path}")
         every = self.cfg.checkpoint.save_every_steps
         if every and self.state.global_step % every == 0 and more_batches:
-            self.checkpoints.save([LAST_NAME])
+            self._save([LAST_NAME])
 
-    def _raise_non_finite(self, output: StepOutput) -> None:
+    def _save(self, names: list[str]) -> None:
+        """Write the checkpoints `names` once every rank found the weights finite (collective); else stop."""
+        weights = [*self.raw_model.state_dict().values(), *(self.ema.module.state_dict().values() if self.ema else [])]
+        if not all_ranks_true(all_finite(weights), self.dist.device):
+            raise self._non_finite(f"non-finite weights after global step {self.state.global_step} "
+                                   f"(epoch {self.state.epoch + 1})")
+        self.state.mlflow_run_id = self.tracker.run_id or self.state.mlflow_run_id
+        self.checkpoints.save(names)
+
+    def _describe_step(self, output: StepOutput, grad_norm: Tensor | None) -> str:
         metrics = {k: float(v) for k, v in output.metrics.items()}
-        last = self.checkpoints.last_path
-        raise NonFiniteLossError(
-            f"non-finite training loss in epoch {self.state.epoch + 1}, global step {self.state.global_step + 1} "
-            f"(loss {float(output.loss.detach())}, metrics {metrics}); no checkpoint was written after it, "
-            f"the last good one is {last if last.exists() else 'none (no checkpoint yet)'}. Lower training.lr, enable "
-            "training.grad_clip, or check the input data"
-        )
+        norm = f", gradient norm {float(grad_norm)}" if grad_norm is not None else ""
+        return (f"non-finite training loss or gradient in epoch {self.state.epoch + 1}, global step "
+                f"{self.state.global_step + 1} (loss {float(output.loss.detach())}{norm}, metrics {metrics})")
+
+    def _non_finite(self, what: str) -> NonFiniteError:
+        """The error that stops a run gone non-finite; rank 0 names the newest checkpoint verified finite."""
+        if self.dist.is_main:
+            last = last_finite_checkpoint(self.checkpoints.directory)
+            where = f"the last finite checkpoint is {last}" if last else "there is no finite checkpoint yet"
+        else:
+            where = "rank 0 names the last finite checkpoint"
+        return NonFiniteError(f"{what}; nothing was saved after it, {where}. Lower training.lr, enable "
+                              "training.grad_clip, or check the input data")
 
     # ------------------------------------------------------------- validate
     @torch.no_grad()
-    def _validate(self) -> dict[str, float]:
+    def _validate(self, epoch: int) -> dict[str, float]:
+        """Validation metrics of (1-based) `epoch`; stops (Preempted) on a preemption request between batches."""
         model = self.eval_model
         model.eval()
         sums = MetricSums(self.dist.device)
         self.val_loader.set_epoch(0)  # the same validation events every time
-        for batch in self.val_loader:
+        batches = iter(self.val_loader)
+        for _ in range(max(gather_objects(len(self.val_loader)))):  # ranks may hold different batch counts
+            if self._preempted():
+                raise Preempted(f"preempted during the validation of epoch {epoch}; resume from "
+                                f"{self.checkpoints.last_path} (its training is saved, its validation runs again)")
+            batch = next(batches, None)
+            if batch is None:
+                continue
             with self._autocast():
                 output = self.task.validation_step(model, _to_device(batch, self.dist.device))
             sums.add(output)

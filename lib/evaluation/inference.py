@@ -1,4 +1,5 @@
-"""Run a trained regressor (and the classical baseline) over a data set: predictions and metrics."""
+"""Run a trained regressor (and the classical baseline) over a data set: predictions, the conventional
+reconstruction beside them, and the quoted resolutions (all events and inside the fiducial volume)."""
 from __future__ import annotations
 
 import logging
@@ -8,13 +9,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from lib.config.schema import FiducialConfig
+from lib.data.branches import MC_TRUTH_BRANCHES, is_real_data, reconstruction_branches
 from lib.data.stream import RAW_INPUTS
 from lib.evaluation.classical import ClassicalBaseline
+from lib.evaluation.fiducial import inside_fiducial
 from lib.tasks import gather_arrays, resolution_metrics
 
 log = logging.getLogger(__name__)
 
-BASELINE_TRUTH = ("energyTruth", "uvwTruth", "timeTruth")
+BASELINE_TRUTH = MC_TRUTH_BRANCHES
+FIDUCIAL_POSITION = "uvwTruth"
+"""The truth branch that decides whether an event lies inside the fiducial volume."""
 
 
 def raw_inputs(batch: Mapping[str, torch.Tensor]) -> tuple[np.ndarray, ...]:
@@ -55,15 +61,17 @@ class PredictionCollector:
     """Per-event predictions of every task of a regressor, gathered batch by batch.
 
     `add` keeps, for each batch, run / event, truth (NaN rows where the batch lacks a task's
-    truth branches), predictions and predicted sigma in physical units, and the classical
-    baseline's estimates when one is given. `result` concatenates them (optionally across
-    DDP ranks) and `metrics` computes the resolutions with `lib.tasks.resolution_metrics`,
-    which keeps only events with finite truth and prediction: the one path behind both the
-    per-epoch validation metrics and the final evaluation.
+    truth branches, and for real data, which has no MC truth at all), predictions and predicted
+    sigma in physical units, the classical baseline's estimates when one is given and the batch
+    columns named in `keep` as they are (e.g. the conventional reconstruction). `result`
+    concatenates them (optionally across DDP ranks) and `metrics` computes the resolutions with
+    `lib.tasks.resolution_metrics`, which keeps only events with valid truth and finite
+    prediction: the one path behind both the per-epoch validation metrics and the final evaluation.
     """
 
-    def __init__(self, tasks: Mapping[str, Any], baseline: ClassicalBaseline | None = None):
-        self.tasks, self.baseline = tasks, baseline
+    def __init__(self, tasks: Mapping[str, Any], baseline: ClassicalBaseline | None = None,
+                 keep: tuple[str, ...] = ()):
+        self.tasks, self.baseline, self.keep = tasks, baseline, keep
         self._parts: dict[str, list[np.ndarray]] = {}
 
     def _add(self, key: str, value: Any) -> None:
@@ -75,9 +83,13 @@ class PredictionCollector:
         for key in ("run", "event"):
             if key in batch:
                 self._add(key, batch[key].cpu().numpy())
+        for key in self.keep:
+            if key in batch:
+                self._add(f"kept/{key}", batch[key].cpu().numpy())
+        real_data = is_real_data(batch)
         for name, task in self.tasks.items():
             head = head_outputs[name].float()
-            has_truth = all(key in batch for key in task.truth_keys)
+            has_truth = not real_data and all(key in batch for key in task.truth_keys)
             truth = task.target(batch).double().cpu().numpy() if has_truth else np.full((len(head), task.n_outputs),
                                                                                          np.nan)
             self._add(f"truth/{name}", truth)
@@ -90,14 +102,15 @@ class PredictionCollector:
                 self._add(f"baseline/{name}", value)
 
     def result(self, across_ranks: bool = False) -> dict[str, Any]:
-        """{"run", "event", "truth": {task: (N, k)}, "pred": {...}, "sigma": {...}, "baseline": {...}};
-        with `across_ranks` every rank gets the rows of all ranks in rank order (a collective: the
-        keys every rank gathers do not depend on what it saw)."""
+        """{"run", "event", "truth": {task: (N, k)}, "pred": {...}, "sigma": {...}, "baseline": {...},
+        "kept": {column: (N, ...)}}; with `across_ranks` every rank gets the rows of all ranks in rank
+        order (a collective: the keys every rank gathers do not depend on what it saw; do not `keep`
+        columns then)."""
         empty: dict[str, tuple[int, ...]] = {"run": (0,), "event": (0,)}
         for name, task in self.tasks.items():
             groups = ("truth", "pred", "sigma") if task.cfg.loss == "gaussian_nll" else ("truth", "pred")
             empty.update({f"{group}/{name}": (0, task.n_outputs) for group in groups})
-        result: dict[str, Any] = {"truth": {}, "pred": {}, "sigma": {}, "baseline": {}}
+        result: dict[str, Any] = {"truth": {}, "pred": {}, "sigma": {}, "baseline": {}, "kept": {}}
         for key in dict.fromkeys([*empty, *self._parts]):
             parts = self._parts.get(key)
             local = np.concatenate(parts) if parts else np.zeros(empty[key])
@@ -119,10 +132,40 @@ class PredictionCollector:
 def collect_predictions(model: nn.Module, loader: Any, device: torch.device,
                         baseline: ClassicalBaseline | None = None) -> dict[str, Any]:
     """Predictions (physical units) of every task of `model` over `loader` on this process (with the
-    RAW_INPUTS columns when a `baseline` is given; see PredictionCollector.result for the layout)."""
+    RAW_INPUTS columns when a `baseline` is given; see PredictionCollector.result for the layout),
+    keeping the loader's reconstruction branches (lib.data.branches) and the fiducial position."""
     model.eval()
-    collector = PredictionCollector(model.tasks, baseline)
+    keep = (*reconstruction_branches(loader.truth_branches), FIDUCIAL_POSITION)
+    collector = PredictionCollector(model.tasks, baseline, keep=keep)
     loader.set_epoch(0)
     for batch in loader:
         collector.add(model.head_outputs(batch["x"].to(device)), batch)
     return collector.result()
+
+
+def fiducial_mask(result: Mapping[str, Any], cfg: FiducialConfig) -> np.ndarray | None:
+    """(N,) bool: events of `result` whose uvwTruth lies inside the volume; None without uvwTruth."""
+    uvw = result["kept"].get(FIDUCIAL_POSITION)
+    return None if uvw is None else inside_fiducial(np.asarray(uvw, np.float64), cfg)
+
+
+def _rows(values: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: array[mask] for name, array in values.items()}
+
+
+def quoted_metrics(tasks: Mapping[str, Any], result: Mapping[str, Any], cfg: FiducialConfig) -> dict[str, Any]:
+    """What metrics.json quotes: the resolutions of the regressor and the baseline over all events
+    ("regressor", "baseline") and over the events inside the fiducial volume ("regressor_fiducial",
+    "baseline_fiducial"; left out without uvwTruth), and the event counts ("events")."""
+    truth, n = result["truth"], len(result["run"])
+    metrics: dict[str, Any] = {"regressor": resolution_metrics(tasks, truth, result["pred"]),
+                               "baseline": resolution_metrics(tasks, truth, result["baseline"])}
+    inside = fiducial_mask(result, cfg)
+    metrics["events"] = {"all": n, "fiducial": None if inside is None else int(inside.sum())}
+    if inside is None:
+        log.warning("no %s in the evaluated files: resolutions are quoted for all events only", FIDUCIAL_POSITION)
+        return metrics
+    inside_truth = _rows(truth, inside)
+    for source, section in (("pred", "regressor_fiducial"), ("baseline", "baseline_fiducial")):
+        metrics[section] = resolution_metrics(tasks, inside_truth, _rows(result[source], inside))
+    return metrics

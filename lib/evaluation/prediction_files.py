@@ -5,7 +5,9 @@ TTree `metadata` with string branches `key` / `value`, the values JSON-encoded.
 
 Regressor files hold, per output name o (e.g. "E", "u", "phi"): truth_o, pred_o,
 error_o = pred_o - truth_o (wrapped into [-180, 180) for angles in WRAPPED_OUTPUTS) and
-sigma_o when the model predicts an uncertainty. MAE files hold physical values only: the
+sigma_o when the model predicts an uncertainty, and pass-through columns under their own
+names: the conventional reconstruction of the input files (energyReco, uvwRecoFI, ...; see
+lib.data.branches) for an event-by-event comparison, and in_fiducial. MAE files hold physical values only: the
 raw input as read (input_npho in photo-electrons, input_time in seconds), the mask, the
 predicted channels (pred_npho, pred_time) turned into the same units by lib.evaluation.units,
 the validity masks and the truth branches under their own names; metadata "units" gives
@@ -125,6 +127,16 @@ def _write_root(path: str | os.PathLike, columns: dict[str, np.ndarray], metadat
     return path
 
 
+def _add_passthrough(columns: dict[str, np.ndarray], passthrough: Mapping[str, Any]) -> None:
+    """Columns written under their own names, one row per event, in their own dtype."""
+    n = len(columns["run"])
+    for name, values in passthrough.items():
+        if name in columns:
+            raise ValueError(f"pass-through column {name!r} clashes with a prediction column; rename it")
+        values = np.asarray(values)
+        columns[name] = _column(values, (n, *values.shape[1:]), f"passthrough[{name!r}]", values.dtype)
+
+
 def write_regression_predictions(
     path: str | os.PathLike,
     *,
@@ -134,12 +146,14 @@ def write_regression_predictions(
     pred: Mapping[str, Any],
     sigma: Mapping[str, Any] | None,
     metadata: Mapping[str, Any],
+    passthrough: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write regressor predictions: truth_o, pred_o, error_o (and sigma_o) per output name o.
 
     truth/pred/sigma map output names (TASK.output_names, e.g. "E", "u", "theta") to (N,)
-    arrays in physical units. metadata needs REGRESSION_METADATA_KEYS; "kind", "outputs"
-    and "units" (from the tasks unless given) are added. Returns the path written.
+    arrays in physical units; `passthrough` maps column names to (N, ...) arrays written as
+    they are (e.g. energyReco, uvwRecoFI). metadata needs REGRESSION_METADATA_KEYS; "kind",
+    "outputs", "units" (from the tasks unless given) and "passthrough" are added. Returns the path.
     """
     run, event = _event_ids(run, event)
     shape = run.shape
@@ -158,8 +172,10 @@ def write_regression_predictions(
         columns[f"error_{output}"] = wrap_degrees(error) if output in WRAPPED_OUTPUTS else error
         if output in sigma:
             columns[f"sigma_{output}"] = _column(sigma[output], shape, f"sigma[{output!r}]")
+    _add_passthrough(columns, passthrough or {})
     units = _regression_units(outputs, metadata)
-    full = {**metadata, "kind": "regression", "outputs": outputs, "units": units}
+    full = {**metadata, "kind": "regression", "outputs": outputs, "units": units,
+            "passthrough": list(passthrough or {})}
     return _write_root(path, columns, _encode_metadata(full, REGRESSION_METADATA_KEYS))
 
 
@@ -198,11 +214,7 @@ def write_mae_predictions(
         columns[f"pred_{channel}"] = values
     columns["npho_valid"] = _column(npho_valid, (n, N_SENSORS), "npho_valid", bool)
     columns["time_valid"] = _column(time_valid, (n, N_SENSORS), "time_valid", bool)
-    for name, values in truth.items():
-        if name in columns:
-            raise ValueError(f"truth branch {name!r} clashes with a prediction branch; rename it")
-        values = np.asarray(values)
-        columns[name] = _column(values, (n, *values.shape[1:]), f"truth[{name!r}]", values.dtype)
+    _add_passthrough(columns, truth)
     full = {**metadata, "kind": "mae", "normalization": describe(norm), "units": CHANNEL_UNITS}
     return _write_root(path, columns, _encode_metadata(full, MAE_METADATA_KEYS))
 

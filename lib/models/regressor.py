@@ -52,17 +52,20 @@ class Regressor(nn.Module):
         return {name: head(features) for name, head in self.heads.items()}
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
-        """(total loss, metrics, head outputs); events with non-finite truth are skipped per task."""
+        """(total loss, metrics, head outputs); events with invalid truth (NaN, inf, fill values) are
+        skipped per task and counted (`skipped_fraction_<task>`); a task without a valid event in the
+        batch contributes no loss."""
         outputs = self.head_outputs(batch["x"])
-        losses, metrics = {}, {}
+        losses, present, metrics = {}, {}, {}
         all_valid = torch.ones(batch["x"].shape[0], dtype=torch.bool, device=batch["x"].device)
         for name, task in self.tasks.items():
             valid = task.valid(batch)
             all_valid &= valid
             per_sample = task.loss(outputs[name], batch)
-            losses[name] = per_sample.sum() / valid.sum().clamp_min(1)
+            losses[name], present[name] = per_sample.sum() / valid.sum().clamp_min(1), valid.any()
             metrics[f"loss_{name}"] = losses[name].detach()
-        total, balance_metrics = self.balancer(losses)
+            metrics[f"skipped_fraction_{name}"] = (~valid).float().mean()
+        total, balance_metrics = self.balancer(losses, present)
         metrics.update({k.replace("/", "_"): v for k, v in balance_metrics.items() if k.startswith("log_var")})
         metrics["total_loss"] = total.detach()
         metrics["skipped_fraction"] = (~all_valid).float().mean()

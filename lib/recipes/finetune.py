@@ -1,6 +1,7 @@
 """Regressor fine-tuning as a task of the shared engine: build, steps, resolutions, final evaluation."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.config import RegressorConfig, to_dict
+from lib.data.branches import MC_TRUTH_BRANCHES, is_real_data
 from lib.data.build import build_loader, read_branches
 from lib.data.files import DataError
 from lib.data.stream import RAW_INPUTS
@@ -17,10 +19,13 @@ from lib.engine import StepOutput, evaluation_weights
 from lib.engine.distributed import DistInfo
 from lib.engine.tracking import start_tracking
 from lib.io.atomic import atomic_write_text
-from lib.evaluation.inference import PredictionCollector, collect_predictions, fit_baseline
+from lib.evaluation.fiducial import inside_fiducial
+from lib.evaluation.inference import (
+    FIDUCIAL_POSITION, PredictionCollector, collect_predictions, fiducial_mask, fit_baseline, quoted_metrics,
+)
 from lib.models.regressor import Regressor
 from lib.normalization import describe
-from lib.tasks import TaskBalancer, build_tasks, by_output, resolution_metrics
+from lib.tasks import SELECTED, TaskBalancer, build_tasks, by_output
 from lib.recipes.transfer import load_pretrained_encoder
 
 log = logging.getLogger(__name__)
@@ -45,14 +50,21 @@ class FinetuneTask:
         self.cfg, self.transfer_report = cfg, transfer_report
         self._collector = PredictionCollector(tasks)
 
+    def _selected(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The batch, with training.fiducial_only marking the events inside evaluation.fiducial as SELECTED
+        (validation files without uvwTruth are not cut; training files without it are refused in `build`)."""
+        if not self.cfg.training.fiducial_only or FIDUCIAL_POSITION not in batch:
+            return batch
+        return {**batch, SELECTED: inside_fiducial(batch[FIDUCIAL_POSITION], self.cfg.evaluation.fiducial)}
+
     def training_step(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> StepOutput:
         """Balanced multi-task loss of one batch."""
-        loss, metrics, _ = model(batch)
+        loss, metrics, _ = model(self._selected(batch))
         return StepOutput(loss, metrics, batch["x"].shape[0])
 
     def validation_step(self, model: nn.Module, batch: dict[str, Tensor]) -> StepOutput:
-        """Loss of a validation batch; keeps its predictions and truth for the resolutions."""
-        loss, metrics, outputs = model(batch)
+        """Loss of a validation batch; keeps its predictions and truth for the resolutions (of every event)."""
+        loss, metrics, outputs = model(self._selected(batch))
         self._collector.add(outputs, batch)
         return StepOutput(loss, metrics, batch["x"].shape[0])
 
@@ -66,12 +78,31 @@ class FinetuneTask:
 
 def _check_truth_branches(cfg: RegressorConfig, loader: Any, tasks: dict[str, Any]) -> None:
     available = set(loader.truth_branches)
+    if is_real_data(available) and not cfg.training.allow_real_data:
+        raise DataError(f"the files of data.train_path have no MC truth (none of {', '.join(MC_TRUTH_BRANCHES)}): "
+                        "they look like real data, whose emiAng / emiVec / xyzVTX are reconstructed, not true; train "
+                        "the regressor on MC, or set training.allow_real_data=true to learn those values anyway")
+    if cfg.training.fiducial_only and FIDUCIAL_POSITION not in available:
+        raise DataError(f"training.fiducial_only needs the branch {FIDUCIAL_POSITION!r}, which the files of "
+                        "data.train_path lack (or data.truth_branches leaves out); add it or unset fiducial_only")
     for name, task in tasks.items():
         missing = [key for key in task.truth_keys if key not in available]
         if missing:
             raise DataError(f"task '{name}' needs the truth branch(es) {missing}, which the files of "
                             f"data.train_path lack (they have {sorted(available)}); remove '{name}' from tasks "
                             "or give data with that truth")
+
+
+def _training_truth(loader: Any, keys: list[str], tree_name: str) -> dict[str, Tensor]:
+    """Truth branches `keys` of exactly the events `loader` trains on: the first loader.n_events entries of its
+    files, in order (data.max_events cuts there)."""
+    files, left = [], loader.n_events
+    for info in loader.files:
+        used = min(info.n_entries, left)
+        if used:
+            files.append(dataclasses.replace(info, n_entries=used))
+        left -= used
+    return {key: torch.as_tensor(values) for key, values in read_branches(files, keys, tree_name).items()}
 
 
 def build_regressor(cfg: RegressorConfig) -> Regressor:
@@ -86,7 +117,7 @@ def build(cfg: RegressorConfig, dist: DistInfo, train_loader: Any) -> tuple[Regr
     model = build_regressor(cfg)
     _check_truth_branches(cfg, train_loader, dict(model.tasks.items()))
     keys = sorted({key for task in model.tasks.values() for key in task.truth_keys})
-    truth = {k: torch.as_tensor(v) for k, v in read_branches(train_loader.files, keys, cfg.data.tree_name).items()}
+    truth = _training_truth(train_loader, keys, cfg.data.tree_name)
     for task in model.tasks.values():
         if task.needs_fit:
             task.fit(task.target(truth))
@@ -103,6 +134,16 @@ def _log_headline(regressor: dict[str, float], baseline: dict[str, float]) -> No
     for key in keys:
         log.info("%-16s regressor %-12.4g baseline %s", key, regressor[key],
                  f"{baseline[key]:.4g}" if key in baseline else "-")
+
+
+def passthrough_columns(result: dict[str, Any], cfg: RegressorConfig) -> dict[str, Any]:
+    """The prediction file's pass-through columns: the reconstruction branches the input files carry
+    and in_fiducial (uvwTruth inside evaluation.fiducial, when the files have uvwTruth)."""
+    columns = {name: values for name, values in result["kept"].items() if name != FIDUCIAL_POSITION}
+    inside = fiducial_mask(result, cfg.evaluation.fiducial)
+    if inside is not None:
+        columns["in_fiducial"] = inside
+    return columns
 
 
 def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, run_dir: Path) -> dict[str, Any]:
@@ -122,15 +163,14 @@ def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, r
         baseline = fit_baseline(train_loader, cfg.baseline.fit_events, cfg.baseline)
     tasks = dict(model.tasks.items())
     result = collect_predictions(model, val_loader, device, baseline)
-    metrics = {"regressor": resolution_metrics(tasks, result["truth"], result["pred"]),
-               "baseline": resolution_metrics(tasks, result["truth"], result["baseline"])}
+    metrics = quoted_metrics(tasks, result, cfg.evaluation.fiducial)
     atomic_write_text(run_dir / METRICS_NAME, json.dumps(metrics, indent=1))
     pred_file = write_regression_predictions(
         run_dir / "predictions" / "predictions_val.root", run=result["run"], event=result["event"],
         truth=by_output(tasks, result["truth"]), pred=by_output(tasks, result["pred"]),
-        sigma=by_output(tasks, result["sigma"]) or None,
+        sigma=by_output(tasks, result["sigma"]) or None, passthrough=passthrough_columns(result, cfg),
         metadata={"tasks": list(tasks), "normalization": describe(cfg.normalization),
-                  "checkpoint": str(checkpoint), "split": "val"},
+                  "checkpoint": str(checkpoint), "split": "val", "fiducial": cfg.evaluation.fiducial},
     )
     history_file = run_dir / "training_history.json"
     make_regression_plots(pred_file, run_dir / "plots", load_history(history_file) if history_file.exists() else None)
@@ -151,8 +191,9 @@ def finish(cfg: RegressorConfig, dist: DistInfo, result: dict[str, Any], task: F
         return
     metrics = evaluate_run(cfg, dist.device, Path(checkpoint), run_dir)
     tracker = start_tracking(cfg, to_dict(cfg), result.get("mlflow_run_id"), dist.is_main)
-    flat = {f"final/{k}": v for k, v in metrics["regressor"].items()}
-    flat.update({f"baseline/{k}": v for k, v in metrics["baseline"].items()})
+    prefixes = {"regressor": "final", "baseline": "baseline", "regressor_fiducial": "final_fiducial",
+                "baseline_fiducial": "baseline_fiducial"}
+    flat = {f"{prefix}/{k}": v for section, prefix in prefixes.items() for k, v in metrics.get(section, {}).items()}
     tracker.log_metrics(flat, result["global_step"])
     tracker.log_artifacts([run_dir / METRICS_NAME, run_dir / "plots"])
     tracker.end("FINISHED")

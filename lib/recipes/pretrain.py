@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from lib.engine.distributed import DistInfo
 from lib.io.run_files import ENCODER_EXPORT_PATTERN
 from lib.losses import ReconstructionLoss
 from lib.models.mae import XECMAE
+from lib.models.masking import EventSeededNoise
 from lib.recipes.transfer import save_encoder
 
 log = logging.getLogger(__name__)
@@ -42,13 +44,24 @@ class MAEModel(nn.Module):
         self.mask_ratio = training.mask_ratio
         self.time_mask_ratio_scale = training.time.mask_ratio_scale
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
-        """Mask, reconstruct and score one batch: (loss, metrics, {"pred", "mask"})."""
+    def forward(self, batch: dict[str, Tensor], noise: EventSeededNoise | None = None
+                ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """Mask (randomly, or by `noise`), reconstruct and score one batch: (loss, metrics, {"pred", "mask"})."""
         out = self.mae(batch["x"], batch["npho_valid"], batch["time_valid"], self.mask_ratio,
-                       self.time_mask_ratio_scale)
+                       self.time_mask_ratio_scale, noise)
         loss, metrics = self.loss(out["pred"], batch["x"], out["mask"], batch["npho_valid"], batch["time_valid"],
                                   batch.get(TIME_WEIGHT))
         return loss, metrics, out
+
+
+def validation_noise(batch: dict[str, Tensor]) -> EventSeededNoise:
+    """The fixed mask noise of validation events: seeded by each event's run and event numbers (by a checksum
+    of its inputs where the files hold no run / event branches), so that the validation loss, best.pt and early
+    stopping compare epochs on the same masks."""
+    if "run" in batch and "event" in batch:
+        return EventSeededNoise.from_ids(batch["run"], batch["event"])
+    rows = batch["x"].detach().cpu().numpy()
+    return EventSeededNoise(torch.tensor([zlib.crc32(row.tobytes()) for row in rows]))
 
 
 class PretrainTask:
@@ -65,8 +78,9 @@ class PretrainTask:
         return StepOutput(loss, metrics, batch["x"].shape[0])
 
     def validation_step(self, model: nn.Module, batch: dict[str, Tensor]) -> StepOutput:
-        """Same loss on a validation batch (fresh random masks)."""
-        return self.training_step(model, batch, -1)
+        """Same loss on a validation batch, each event with its fixed mask (`validation_noise`)."""
+        loss, metrics, _ = model(batch, validation_noise(batch))
+        return StepOutput(loss, metrics, batch["x"].shape[0])
 
     def export(self, model: nn.Module, run_dir: Path, tag: str) -> None:
         """Write encoder_<tag>.pt: encoder weights + the model and normalization config."""
@@ -90,7 +104,8 @@ def _weights_for_predictions(result: dict[str, Any]) -> dict[str, Tensor] | None
 
 @torch.no_grad()
 def predict_batches(model: MAEModel, loader: Any, max_events: int, device: torch.device) -> dict[str, np.ndarray]:
-    """Masked reconstructions of the first `max_events` events of `loader` as numpy arrays."""
+    """Masked reconstructions (with the validation masks) of the first `max_events` events of `loader` as numpy
+    arrays."""
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
     loader.set_epoch(0)
@@ -99,7 +114,7 @@ def predict_batches(model: MAEModel, loader: Any, max_events: int, device: torch
         if seen >= max_events:
             break
         batch = {k: v.to(device) for k, v in batch.items()}
-        _, _, out = model(batch)
+        _, _, out = model(batch, validation_noise(batch))
         take = min(max_events - seen, batch["x"].shape[0])
         for key, value in {**batch, **out}.items():
             parts.setdefault(key, []).append(value[:take].cpu().numpy())

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_sim_config(args.config, {k: v for k, v in overrides.items() if v is not None})
         started = time.perf_counter()
         paths = write_shards(cfg, args.out)
-    except (ConfigError, FileExistsError) as err:
+    except (ConfigError, OSError) as err:  # OSError: an output directory that cannot be written
         parser.exit(2, f"error: {err}\n")
     seconds = time.perf_counter() - started
     log.info("wrote %d events in %d shards to %s in %.1f s (%.0f events/s)",

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from threadpoolctl import threadpool_limits
 
 from lib import geometry
-from lib.config.load import ConfigError
+from lib.config.load import ConfigError, yaml_error
 from lib.io.atomic import atomic_write
 from lib.geometry.coordinates import unit_vectors_to_angles, uvw_from_xyz
 from lib.geometry.sensor_table import SensorGeometry, sensor_geometry
@@ -163,7 +163,7 @@ def load_sim_config(path: str | Path | None, overrides: Mapping[str, Any] | None
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: invalid YAML:\n{err}") from err
+            raise yaml_error(path, err) from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of settings, got {type(data).__name__}")
     return validate_sim_config({**data, **(overrides or {})}, str(path) if path is not None else "defaults")

@@ -7,11 +7,12 @@ from __future__ import annotations
 from lib.config.task_schema import TaskConfig, TasksConfig, parse_tasks
 from lib.tasks import angle, energy, position, timing  # noqa: F401  (registers the targets)
 from lib.tasks.balancing import BalanceMode, TaskBalancer
-from lib.tasks.metrics import by_output, gather_arrays, resolution_metrics
+from lib.tasks.metrics import by_output, gather_arrays, resolution_metrics, valid_rows
 from lib.tasks.registry import TASK_REGISTRY, build_tasks
-from lib.tasks.target import RegressionTarget
+from lib.tasks.target import SELECTED, RegressionTarget
 
 __all__ = [
+    "SELECTED",
     "TASK_REGISTRY",
     "BalanceMode",
     "RegressionTarget",
@@ -23,4 +24,5 @@ __all__ = [
     "gather_arrays",
     "parse_tasks",
     "resolution_metrics",
+    "valid_rows",
 ]

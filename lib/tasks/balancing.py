@@ -33,8 +33,11 @@ class TaskBalancer(nn.Module):
         self.register_buffer("weights", torch.tensor([float(weights.get(name, 1.0)) for name in self.names]))
         self.log_vars = nn.Parameter(torch.zeros(len(self.names))) if mode == "learned" else None
 
-    def forward(self, losses: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """losses: task name -> scalar loss (every selected task; give 0 for one with no valid events).
+    def forward(self, losses: Mapping[str, Tensor],
+                present: Mapping[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """losses: task name -> scalar loss (every selected task); present: task name -> scalar bool,
+        False for a task without a valid event in the batch, whose term (its learned log-variance too)
+        is then 0, so that it contributes no loss and no gradient (None: every task present).
 
         Returns the total loss and detached scalar metrics `loss/<task>` (weighted term) and,
         in learned mode, `log_var/<task>`.
@@ -54,6 +57,8 @@ class TaskBalancer(nn.Module):
             else:
                 term = self.weights[i] * (torch.exp(-self.log_vars[i]) * loss + self.log_vars[i])
                 metrics[f"log_var/{name}"] = self.log_vars[i].detach()
+            if present is not None:
+                term = torch.where(present[name], term, torch.zeros_like(term))
             metrics[f"loss/{name}"] = term.detach()
             terms.append(term)
         return torch.stack(terms).sum(), metrics

@@ -18,10 +18,17 @@ import torch
 import torch.distributed as dist
 
 from lib.geometry.coordinates import angles_to_unit_vectors
+from lib.normalization import RAW_MISSING_ABOVE
 
 CENTRAL_FRACTION_PCT = 68.27
 _LOW_PCT = (100.0 - CENTRAL_FRACTION_PCT) / 2.0
 _HIGH_PCT = 100.0 - _LOW_PCT
+
+
+def valid_rows(values: Any) -> Any:
+    """(N,) bool of an (N, ...) numpy array or torch tensor: rows whose every value is a number,
+    neither NaN, inf nor a fill value (|x| > 9e9, the experiment's 1e10 for "missing")."""
+    return (abs(values) <= RAW_MISSING_ABOVE).reshape(len(values), -1).all(1)
 
 
 def half_width_68(values: np.ndarray) -> float:
@@ -68,13 +75,17 @@ def opening_angles_deg(pred_theta_phi: np.ndarray, true_theta_phi: np.ndarray) -
 
 def resolution_metrics(tasks: Mapping[str, Any], truth: Mapping[str, np.ndarray],
                        pred: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Every task's resolution metrics (`task.metrics`) over the events whose truth and prediction are
-    finite: the one resolution computation, used per validation epoch and for the final evaluation."""
+    """Every task's resolution metrics (`task.metrics`) over the events whose truth is valid
+    (`valid_rows`) and whose prediction is finite, and `skipped_fraction_<task>`, the fraction of
+    events left out: the one resolution computation, used per validation epoch and for the final
+    evaluation."""
     metrics: dict[str, float] = {}
     for name, task in tasks.items():
         if name not in pred:
             continue
-        keep = np.isfinite(truth[name]).all(1) & np.isfinite(pred[name]).all(1)
+        keep = valid_rows(truth[name]) & np.isfinite(pred[name]).all(1)
+        if len(keep):
+            metrics[f"skipped_fraction_{name}"] = float(1.0 - keep.mean())
         if keep.sum() >= 2:
             metrics.update(task.metrics(pred[name][keep], truth[name][keep]))
     return metrics

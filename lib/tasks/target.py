@@ -16,12 +16,15 @@ import torch
 from torch import Tensor, nn
 
 from lib.config.task_schema import TASK_SPECS, TaskConfig, check_task_config
+from lib.tasks.metrics import residual_summary, valid_rows
 from lib.tasks.regression_losses import per_sample_loss
-from lib.tasks.metrics import residual_summary
 from lib.tasks.reweighting import InverseHistogramWeights
 from lib.tasks.standardizer import Standardizer
 
 Batch = Mapping[str, Tensor]
+SELECTED = "selected"
+"""Optional batch column (B,) bool: events a training step may learn from (e.g. inside the fiducial
+volume); an event outside is skipped by every task like one with invalid truth."""
 
 _LEGACY_STATE_KEYS = {
     "target_mean": "standardizer.mean", "target_scale": "standardizer.scale", "fitted": "standardizer.fitted",
@@ -67,20 +70,25 @@ class RegressionTarget(nn.Module):
         return truth.reshape(truth.shape[0], -1)
 
     def valid(self, batch: Batch) -> Tensor:
-        """(B,) bool: False where any truth value of this target is NaN/inf (skip and count those)."""
-        checks = [torch.isfinite(batch[key].reshape(batch[key].shape[0], -1)).all(1) for key in self.truth_keys]
+        """(B,) bool: False where any truth value of this target is NaN, inf or a fill value
+        (|x| > 9e9), or where the batch's SELECTED column (if any) is False: those events are
+        skipped by this task and counted."""
+        checks = [valid_rows(batch[key]) for key in self.truth_keys]
+        if SELECTED in batch:
+            checks.append(batch[SELECTED].bool())
         return torch.stack(checks, 0).all(0)
 
     @torch.no_grad()
     def fit(self, targets: Tensor) -> None:
         """Fit the standardization (unless configured) and the reweighting (if enabled) on training
-        targets (N, n_outputs) in physical units; rows with non-finite values are ignored."""
+        targets (N, n_outputs) in physical units; rows with NaN, inf or fill values are ignored."""
         targets = torch.as_tensor(targets, dtype=torch.float64).reshape(len(targets), -1)
         if targets.shape[1] != self.n_outputs:
             raise ValueError(f"task '{self.name}': targets have {targets.shape[1]} columns, expected {self.n_outputs}")
-        finite = targets[torch.isfinite(targets).all(1)].to(self.standardizer.mean.device)
+        finite = targets[valid_rows(targets)].to(self.standardizer.mean.device)
         if len(finite) < 2:
-            raise ValueError(f"task '{self.name}': need >= 2 finite training targets to fit, got {len(finite)}")
+            raise ValueError(f"task '{self.name}': need >= 2 valid training targets to fit (not NaN, inf or a fill "
+                             f"value above 9e9), got {len(finite)} of {len(targets)}")
         self.standardizer.fit(finite)
         if self.reweighting is not None:
             self.reweighting.fit(finite)

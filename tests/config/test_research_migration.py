@@ -94,7 +94,11 @@ def test_report_names_old_key_line_and_new_key(tmp_path):
     sections = [line for line in lines if not line.startswith(" ")]
     assert "no equivalent (these settings are lost):" in sections
     lost_part = lines[lines.index("no equivalent (these settings are lost):"):]
-    assert any(line.strip().startswith("data.fiducial.enabled") for line in lost_part)
+    assert not any(line.strip().startswith("data.fiducial") for line in lost_part)
+    fiducial = [line.strip() for line in lines if line.strip().startswith("data.fiducial")]
+    assert any("-> training.fiducial_only = true" in line for line in fiducial)
+    assert any("-> evaluation.fiducial.w_max = null" in line for line in fiducial)
+    assert any("-> evaluation.fiducial.u_max = 23.9" in line for line in fiducial)
 
 
 def test_inpainter_keys_are_listed_as_no_equivalent_yet(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.data.files import DataError, expand_inputs, inspect_files
+from lib.data.files import DataError, common_truth_branches, expand_inputs, inspect_files
 from lib.data.plan import Chunk, Placement, file_chunks, rank_chunks, round_robin_counts, worker_assignments
 from lib.data.readers import BatchRecycler, ChunkReader
 from lib.geometry import N_SENSORS
@@ -69,7 +69,7 @@ def test_missing_tree_and_branch(tmp_path):
     path = write_root(tmp_path / "f.root", events)
     with pytest.raises(DataError, match=r"f\.root: branch 'relative_time' not found"):
         inspect_files([path], "tree", INPUTS, None)
-    with pytest.raises(DataError, match=r"f\.root: no TTree 'events'"):
+    with pytest.raises(DataError, match=r"f\.root: no TTree or RNTuple 'events' \(found: tree \(TTree\)\); set data"):
         inspect_files([path], "events", INPUTS, None)
     with pytest.raises(DataError, match=r"f\.root: branch 'energyTruthX' not found"):
         inspect_files([path], "tree", ["npho", "npho"], ["energyTruthX"])
@@ -248,7 +248,7 @@ def test_jagged_branch_cannot_be_truth(tmp_path):
     with uproot.recreate(path) as f:
         f.mktree("tree", {"npho": ("f4", (N_SENSORS,)), "relative_time": ("f4", (N_SENSORS,)), "hits": "var * float64"})
         f["tree"].extend({**{k: events[k] for k in INPUTS}, "hits": ak.Array([[1.0], [], [2.0, 3.0], [4.0]])})
-    with pytest.raises(DataError, match=r"jagged\.root: branch 'hits' is not a fixed-size numeric branch"):
+    with pytest.raises(DataError, match=r"jagged\.root: branch 'hits' is a std::vector; truth branches must have a fix"):
         inspect_files([path], "tree", INPUTS, ["hits"])
-    (info,) = inspect_files([path], "tree", INPUTS, None)
-    assert "hits" not in info.branches
+    infos = inspect_files([path], "tree", INPUTS, None)
+    assert infos[0].branches["hits"].vector and common_truth_branches(infos, INPUTS) == ["nhits"]

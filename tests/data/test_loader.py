@@ -205,15 +205,34 @@ def test_state_dict_inside_and_after_an_epoch(shard_dir):
     assert (data.state_dict()["epoch"], data.state_dict()["batches_done"]) == (1, 0)
 
 
-def test_bench_reports_machine_settings_and_both_formats(shard_dir, capsys):
+def test_bench_reports_machine_settings_and_every_container(shard_dir, capsys):
     from lib.data.bench import main
 
-    main(["--input", str(shard_dir), "--batch-size", "8", "--repeat", "1", "--workers", "0"])
+    assert main(["--input", str(shard_dir), "--batch-size", "8", "--repeat", "1", "--workers", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[:4]] == ["machine:", "settings:", "root", "npz"]
+    assert [line.split()[0] for line in lines[:5]] == ["machine:", "settings:", "TTree", "RNTuple", "npz"]
     assert "threads" in lines[0] and "batch size 8, 0 workers" in lines[1]
-    for line in lines[2:4]:  # both read all 120 events; the loader delivers 15 full batches of 8
+    for line in lines[2:5]:  # each reads all 120 events; the loader delivers 15 full batches of 8
         assert "120 events read, 120 per epoch" in line and "b/a" in line
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    ((), "no TTree or RNTuple 'tree' (found: events (TTree)); set --tree"),
+    (("--tree", "events", "--time-branch", "t"), "branch 't' not found (fixed-size branches there: npho, relative_t"),
+    (("--tree", "events", "--npho-branch", "bad"), "no sensor has a valid npho in branch 'bad'"),
+], ids=["tree", "branch", "degenerate"])
+def test_bench_input_errors_are_one_line_naming_its_flags(tmp_path, caplog, flags, fragment):
+    from lib.data.bench import main
+
+    events = make_events(8)
+    events["bad"] = -events["npho"] - 2000  # below log1p's domain (npho > -1000): never a valid npho
+    path = write_root(tmp_path / "other.root", events, tree="events")
+    with caplog.at_level(logging.ERROR, logger="lib.data.bench"):
+        assert main(["--input", str(path), "--repeat", "1", *flags]) == 2
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert fragment in record.getMessage() and "\n" not in record.getMessage() and record.exc_info is None
+    ok = main(["--input", str(path), "--repeat", "1", "--batch-size", "4", "--tree", "events"])
+    assert ok == 0
 
 
 def test_in_order_keeps_order_bounds_lookahead_and_raises():

@@ -1,13 +1,19 @@
-"""Toy model, loader, task and config for the engine tests, and the torchrun worker of the DDP test.
+"""Toy model, loader, task and config for the engine tests, and the torchrun worker of the DDP tests.
 
 As a script (`torchrun --standalone --nproc_per_node=2 tests/engine/ddp_worker.py OUT_DIR`) each
 rank: (1) computes first-step gradients of the toy model under DDP on its half of a global
 batch, (2) checks configs that differ between ranks, (3) all-reduces metrics from batches of a
 rank-dependent size, (4) runs the Trainer for one epoch with rank-dependent batch sizes.
 Rank 0 saves what it saw to OUT_DIR/ddp.pt.
+
+With a second argument `preempt STEP`, the ranks train instead and only rank 1 receives SIGUSR1,
+in training step STEP; each rank writes how it stopped to OUT_DIR/rank<r>.json.
 """
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,7 @@ from lib.engine import (
     DistributedSetupError, StepOutput, Trainer, cleanup, init_distributed, prepare_run_dir, reduce_metrics,
 )
 from lib.engine.distributed import check_same_config, wait_for_all_ranks
+from lib.engine.preemption import Preempted
 
 N_FEATURES = 4
 
@@ -175,5 +182,39 @@ def _ddp_main(out_dir: Path) -> None:
     cleanup()
 
 
+class SignalOnOneRankTask(ToyTask):
+    """Rank `rank` sends itself SIGUSR1 in training step `at_step`; the other ranks get no signal."""
+
+    def __init__(self, rank: int, at_step: int) -> None:
+        super().__init__()
+        self.rank, self.at_step = rank, at_step
+
+    def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> StepOutput:
+        if self.rank == 1 and step == self.at_step:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return super().training_step(model, batch, step)
+
+
+def _preemption_main(out_dir: Path, at_step: int) -> None:
+    cfg = toy_config(out_dir, run_name="preempted", training={"epochs": 3}, distributed={"timeout_minutes": 1})
+    dist = init_distributed(cfg.distributed)
+    torch.manual_seed(0)
+    x, y = toy_data(32, seed=2 + dist.rank)
+    trainer = Trainer(cfg, ToyModel(), SignalOnOneRankTask(dist.rank, at_step), ToyLoader(x, y, 4), None,
+                      prepare_run_dir(cfg, dist, resuming=False), dist)
+    try:
+        trainer.fit()
+        stopped = "finished"
+    except Preempted as exc:
+        stopped = str(exc)
+    (out_dir / f"rank{dist.rank}.json").write_text(json.dumps(
+        {"stopped": stopped, "global_step": trainer.state.global_step, "loader": trainer.train_loader.state_dict()}))
+    wait_for_all_ranks()
+    cleanup()
+
+
 if __name__ == "__main__":
-    _ddp_main(Path(sys.argv[1]))
+    if sys.argv[2:3] == ["preempt"]:
+        _preemption_main(Path(sys.argv[1]), int(sys.argv[3]))
+    else:
+        _ddp_main(Path(sys.argv[1]))

@@ -10,7 +10,7 @@ import torch
 
 from lib.config import ModelConfig, to_dict
 from lib.engine import (
-    CheckpointError, EarlyStopping, NonFiniteLossError, RunDirError, Trainer, evaluation_weights, load_checkpoint,
+    CheckpointError, EarlyStopping, NonFiniteError, RunDirError, Trainer, evaluation_weights, load_checkpoint,
 )
 from lib.engine.checkpoint import prune_epoch_checkpoints, save_checkpoint
 from lib.engine.distributed import DistInfo
@@ -123,7 +123,7 @@ def test_trainer_stops_early_and_checkpoints_the_counter(tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = toy_config(tmp_path, training={"epochs": 3})
     trainer = _trainer(cfg, ToyTask(nan_at_step=6))  # 4 steps per epoch: NaN in epoch 2
-    with pytest.raises(NonFiniteLossError, match="epoch 2, global step 7"):
+    with pytest.raises(NonFiniteError, match="epoch 2, global step 7"):
         trainer.fit()
     last = load_checkpoint(tmp_path / "toy" / "checkpoints" / "last.pt")
     assert last["epoch"] == 1 and last["global_step"] == 4
@@ -163,3 +163,16 @@ def test_a_checkpoint_of_another_world_size_restarts_its_epoch(tmp_path, caplog)
     assert "written by 2 ranks, this run has 1" in caplog.text and "epoch 1 restarts from its first batch" in caplog.text
     assert (trainer.state.epoch, trainer.state.batch_in_epoch, trainer.state.global_step) == (0, 0, 2)
     assert trainer.fit()["global_step"] == 2 + 4
+
+
+def test_leftovers_of_interrupted_writes_are_removed_when_a_run_starts(tmp_path, caplog):
+    cfg = toy_config(tmp_path, training={"epochs": 1}, checkpoint={"auto_resume": True})
+    _trainer(cfg).fit()
+    run_dir = tmp_path / "toy"
+    leftovers = [run_dir / "checkpoints" / ".last.pt.k3j2h1.tmp", run_dir / ".training_history.json.a8d7f6.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"partial")  # what kill -9 during an atomic write leaves
+    with caplog.at_level(logging.INFO, logger="lib.engine.rundir"):
+        prepare_run_dir(cfg, CPU, resuming=True)
+    assert not any(path.exists() for path in leftovers)
+    assert all(f"removed {path}" in caplog.text for path in leftovers)

@@ -72,7 +72,7 @@ def test_the_resume_checkpoint_is_read_once(tmp_path, last, monkeypatch):
     x, y = toy_data(16)
     Trainer(cfg, ToyModel(), ToyTask(), ToyLoader(x, y, 4), None, prepare_run_dir(cfg, CPU, True), CPU,
             checkpoints).fit()
-    assert loads == [last]
+    assert loads.count(last) == 1  # (best.pt is mapped once too: resume checks that it holds the recorded best)
 
 
 def test_checkpoint_config_written_before_a_key_moved_is_read_as_today(tmp_path):

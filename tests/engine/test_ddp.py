@@ -1,6 +1,7 @@
 """Two CPU ranks under torchrun (gloo): DDP gradients and sample-weighted metric reduction."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,12 +18,16 @@ from tests.engine.ddp_worker import ToyModel, toy_data
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_two_rank_gradients_and_metrics_match_a_single_process(tmp_path):
+def _torchrun_worker(*args: str) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(REPO / "tests" / "engine" / "ddp_worker.py"), str(tmp_path)]
+               str(REPO / "tests" / "engine" / "ddp_worker.py"), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_two_rank_gradients_and_metrics_match_a_single_process(tmp_path):
+    _torchrun_worker(str(tmp_path))
     seen = torch.load(tmp_path / "ddp.pt", weights_only=False)
     assert seen["world_size"] == 2
 
@@ -45,6 +50,17 @@ def test_two_rank_gradients_and_metrics_match_a_single_process(tmp_path):
     with torch.no_grad():
         expected = ((trained(torch.cat(val_x)) - torch.cat(val_y)) ** 2).mean().item()
     assert abs(seen["final_metrics"]["val/loss"] - expected) < 1e-5 * expected
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    _torchrun_worker(str(tmp_path), "preempt", "2")  # only rank 1 is signalled, in its third step
+    seen = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [rank["stopped"] for rank in seen] == [f"preempted at global step 3; resume from "
+                                                   f"{tmp_path / 'preempted' / 'checkpoints' / 'last.pt'}"] * 2
+    last = load_checkpoint(tmp_path / "preempted" / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["batch_in_epoch"], last["global_step"]) == (0, 3, 3)
+    assert [state["data"] for state in last["rank_states"]] == [rank["loader"] for rank in seen]
+    assert all(rank["loader"]["position"] == 3 for rank in seen)
 
 
 @pytest.mark.parametrize("nodelist, host", [("gpu[003-005,009],cpu01", "gpu003"), ("node7", "node7"),

@@ -114,16 +114,16 @@ def test_bad_input_raises_clear_errors():
         baseline.fit(np.ones((2, N_SENSORS)), np.zeros((2, N_SENSORS)), _all_valid(2), _all_valid(2), {"run": [1, 2]})
 
 
-@pytest.mark.slow
-def test_baseline_resolves_simulated_events():
+def _simulated_resolutions(n_train: int, n_test: int) -> tuple[dict, dict]:
+    """(metrics, truth spread) per task of the baseline fitted on `n_train` simulated events, tested on `n_test`."""
     from lib.sim.events import SimConfig, simulate_events
     from lib.normalization import NormalizationConfig, validity_masks
     from lib.tasks import build_tasks, parse_tasks
 
-    events = simulate_events(SimConfig(), 1500, np.random.default_rng(0))
+    events = simulate_events(SimConfig(), n_train + n_test, np.random.default_rng(0))
     npho_valid, time_valid = validity_masks(events["npho"], events["relative_time"], NormalizationConfig())
     truth = {key: events[key].astype(np.float64) for key in ("energyTruth", "uvwTruth", "timeTruth")}
-    train, test = slice(0, 1000), slice(1000, None)
+    train, test = slice(0, n_train), slice(n_train, None)
     baseline = ClassicalBaseline().fit(events["npho"][train], events["relative_time"][train], npho_valid[train],
                                        time_valid[train], {key: value[train] for key, value in truth.items()})
     prediction = baseline.predict(events["npho"][test], events["relative_time"][test], npho_valid[test],
@@ -132,9 +132,22 @@ def test_baseline_resolves_simulated_events():
     truth_by_task = {"energy": truth["energyTruth"][test, None], "position": truth["uvwTruth"][test],
                      "timing": truth["timeTruth"][test, None]}
     metrics = {name: tasks[name].metrics(prediction[name], truth_by_task[name]) for name in tasks}
-    spread = {name: truth_by_task[name].std(0) for name in tasks}
+    return metrics, {name: truth_by_task[name].std(0) for name in tasks}
+
+
+def _assert_resolved(metrics: dict, spread: dict) -> None:
     assert metrics["energy"]["E_w68"] < 0.5 * spread["energy"][0]
     assert metrics["position"]["u_w68"] < 0.1 * spread["position"][0]
     assert metrics["position"]["v_w68"] < 0.1 * spread["position"][1]
     assert metrics["position"]["w_w68"] < spread["position"][2]
     assert metrics["timing"]["t_w68"] < 0.7 * spread["timing"][0]
+
+
+def test_baseline_resolves_simulated_events_quick():
+    """The fast version in every `make test`: 300 simulated events."""
+    _assert_resolved(*_simulated_resolutions(200, 100))
+
+
+@pytest.mark.slow
+def test_baseline_resolves_simulated_events():
+    _assert_resolved(*_simulated_resolutions(1000, 500))

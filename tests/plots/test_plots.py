@@ -1,8 +1,8 @@
 """Plots (lib.plots): files written per output, binned resolution numbers, history sources, event display."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,6 +25,7 @@ from lib.plots import (
 from lib.evaluation.prediction_files import read_predictions, write_mae_predictions, write_regression_predictions
 from lib.normalization import NormalizationConfig, normalize
 from tests.conftest import make_events, write_npz
+from tests.fixtures_e2e import e2e_data  # noqa: F401 (fixture: an empty MLflow store to copy)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -126,33 +127,22 @@ def test_load_history_errors_name_the_file(tmp_path):
         load_history(tmp_path / "bad.json")
 
 
-class FakeMlflowClient:
-    """The two MlflowClient calls history_from_mlflow makes, over {key: [(step, value)]}."""
+def test_history_from_mlflow_groups_metrics_by_step(tmp_path, e2e_data):
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
 
-    def __init__(self, metrics: dict[str, list[tuple[int, float]]]):
-        self.metrics = metrics
-
-    def get_run(self, run_id):
-        if run_id != "run1":
-            raise LookupError(f"Run with id={run_id} not found")
-        return SimpleNamespace(data=SimpleNamespace(metrics={k: v[-1][1] for k, v in self.metrics.items()}))
-
-    def get_metric_history(self, run_id, key):
-        return [SimpleNamespace(key=key, step=step, value=value) for step, value in self.metrics[key]]
-
-
-def test_history_from_mlflow_groups_metrics_by_step():
-    client = FakeMlflowClient({
-        "epoch": [(10, 1.0), (20, 2.0)],
-        "train/total_loss": [(10, 3.0), (20, 2.0)],
-        "val/total_loss": [(20, 2.5)],
-    })
-    assert history_from_mlflow("run1", client=client) == [
-        {"epoch": 1.0, "train/total_loss": 3.0},
-        {"epoch": 2.0, "train/total_loss": 2.0, "val/total_loss": 2.5},
-    ]
+    shutil.copyfile(e2e_data.mlflow_template, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("plots")).info.run_id
+    logged = {"epoch": [(10, 1.0), (20, 2.0)], "train/total_loss": [(10, 3.0), (20, 2.0)], "val/total_loss": [(20, 2.5)]}
+    client.log_batch(run_id, metrics=[Metric(key, value, 0, step) for key, points in logged.items()
+                                      for step, value in points])
+    expected = [{"epoch": 1.0, "train/total_loss": 3.0}, {"epoch": 2.0, "train/total_loss": 2.0, "val/total_loss": 2.5}]
+    assert history_from_mlflow(run_id, tracking_uri=uri) == expected
+    assert history_from_mlflow(run_id, client=client) == expected
     with pytest.raises(ValueError, match="MLflow run nope not readable"):
-        history_from_mlflow("nope", client=client)
+        history_from_mlflow("nope", tracking_uri=uri)
 
 
 # ---------------------------------------------------------------- event display

@@ -14,6 +14,10 @@ from lib import train_regressor
 from lib.config import RegressorConfig, load_config, load_resolved, parse_args, to_dict
 from lib.engine import load_checkpoint
 from lib.engine.checkpoint import save_checkpoint
+from lib.data.build import build_loader
+from lib.engine.distributed import DistInfo
+from lib.io.run_files import MLFLOW_RUN_ID_NAME
+from lib.recipes import finetune
 from lib.recipes.finetune import build_regressor
 from tests.fixtures_e2e import (
     REG_CONFIG, STEPS_PER_EPOCH, TRAIN_EVENTS, VAL_EVENTS, E2EData, detach_run_logs, e2e_data, e2e_env, isolate_run,
@@ -84,6 +88,24 @@ def test_fine_tuning_writes_predictions_metrics_and_plots(reg_run):
     assert Path(cfg.model.pretrained_encoder) == encoder and list(cfg.tasks) == ["energy", "position"]
 
 
+def test_resolutions_are_quoted_for_all_events_and_inside_the_fiducial_volume(reg_run):
+    run_dir = reg_run[0]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    with uproot.open(run_dir / "predictions" / "predictions_val.root") as file:
+        tree = file["tree"].arrays(library="np")
+    u, v, w = (tree[f"truth_{c}"] for c in "uvw")
+    inside = (abs(u) <= 23.9) & (abs(v) <= 67.9) & (w >= 0) & (w <= 42)  # MEG II's fiducial volume (xectools)
+    assert 2 <= inside.sum() < VAL_EVENTS
+    np.testing.assert_array_equal(tree["in_fiducial"], inside)
+    assert metrics["events"] == {"all": VAL_EVENTS, "fiducial": int(inside.sum())}
+    relative_pct = 100 * tree["error_E"][inside] / tree["truth_E"][inside]
+    low, high = np.percentile(relative_pct, [15.865, 84.135])
+    assert metrics["regressor_fiducial"]["E_rel_w68_pct"] == pytest.approx((high - low) / 2, rel=1e-5)
+    assert set(HEADLINE) <= set(metrics["baseline_fiducial"])
+    run = mlflow_client(run_dir.parent).get_run(load_checkpoint(run_dir / "checkpoints" / "last.pt")["mlflow_run_id"])
+    assert run.data.metrics["final_fiducial/E_rel_w68_pct"] == pytest.approx(metrics["regressor_fiducial"]["E_rel_w68_pct"])
+
+
 def test_validation_and_final_evaluation_give_the_same_resolutions(reg_run):
     # one resolution computation: the best epoch's validation metrics (training_history.json) are those
     # of the final evaluation of best.pt (metrics.json) on the same events (the demo config keeps no EMA)
@@ -97,7 +119,7 @@ def test_validation_and_final_evaluation_give_the_same_resolutions(reg_run):
 
 def test_fine_tuning_logs_final_and_baseline_metrics_to_mlflow(reg_run):
     run_dir = reg_run[0]
-    run = mlflow_client(run_dir.parent).get_run(load_checkpoint(run_dir / "checkpoints" / "last.pt")["mlflow_run_id"])
+    run = mlflow_client(run_dir.parent).get_run((run_dir / MLFLOW_RUN_ID_NAME).read_text().strip())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in HEADLINE:
         assert run.data.metrics[f"final/{key}"] == pytest.approx(metrics["regressor"][key])
@@ -112,6 +134,23 @@ def test_final_evaluation_covers_every_validation_event(e2e_data, save_dir):
     assert train_regressor.main(args) == 0
     with uproot.open(save_dir / "all_val" / "predictions" / "predictions_val.root") as file:
         assert file["tree"].num_entries == VAL_EVENTS
+
+
+def test_target_standardization_and_reweighting_are_fitted_on_the_training_events_only(e2e_data):
+    overrides = [f"data.train_path={e2e_data.train}", "data.max_events=20", "data.batch_size=4",
+                 "tasks={energy: {reweight_bins: 4}}"]
+    cfg = load_config(REG_CONFIG, overrides=overrides, root=RegressorConfig)
+    loader = build_loader(cfg, "train", 0, 1)
+    model, _ = finetune.build(cfg, DistInfo(0, 1, 0, torch.device("cpu")), loader)
+    energy = model.tasks["energy"]
+    truth = [uproot.open(info.path)["tree"]["energyTruth"].array(library="np").astype(np.float64)
+             for info in loader.files]
+    used = np.concatenate(truth)[:20]  # the first 20 events over the files, in order: what the run trains on
+    assert energy.standardizer.mean.item() == pytest.approx(used.mean(), rel=1e-12)
+    assert energy.standardizer.scale.item() == pytest.approx(used.std(ddof=1), rel=1e-12)
+    assert abs(np.concatenate(truth).mean() - used.mean()) > 1e-6  # the whole files would give another fit
+    edges = energy.reweighting.edges[0]
+    assert (edges[0].item(), edges[-1].item()) == pytest.approx((used.min(), used.max()))
 
 
 # --------------------------------------------------------------------------------------------- resume
@@ -132,8 +171,11 @@ def test_tasks_flag_selects_several_tasks():
     assert list(cfg.tasks) == ["energy", "timing"]
 
 
-@pytest.mark.parametrize("tasks, expected", [("[]", "selection is empty"), ("[energi]", "did you mean 'energy'")],
-                         ids=["empty", "misspelt"])
+@pytest.mark.parametrize("tasks, expected", [
+    ("[]", "selection is empty"), ("[energi]", "did you mean 'energy'"),
+    ("{energy: {weight: .inf}}", "finite number"),
+    ("{energy: {target_mean: [.nan], target_scale: [1.0]}}", "finite number"),
+], ids=["empty", "misspelt", "weight-inf", "target-mean-nan"])
 def test_bad_task_selection_is_refused(e2e_data, save_dir, capsys, tasks, expected):
     message = _refused_at_parse(capsys, reg_args(e2e_data, save_dir, "tasks", "--set", f"tasks={tasks}"))
     assert expected in message
@@ -183,13 +225,28 @@ def test_trainable_layers_above_the_number_of_stage_groups_is_refused(e2e_data, 
     assert not (save_dir / "layers").exists()
 
 
-def test_events_with_nan_truth_are_skipped_and_counted(e2e_data, save_dir, tmp_path):
-    nan_rows = (2, 17, 30)
-    write_npz_shard(tmp_path / "nan_truth" / "shard_0000.npz", TRAIN_EVENTS, seed=4, nan_energy_rows=nan_rows)
-    data = _with_train_path(e2e_data, tmp_path / "nan_truth")
-    assert train_regressor.main([*reg_args(data, save_dir, "nan"), *CHEAP]) == 0
-    (record,) = read_history(save_dir / "nan")
+def test_events_with_nan_or_fill_value_truth_are_skipped_and_counted_per_task(e2e_data, save_dir, tmp_path):
+    # 1e10 is the experiment's "missing"; it once trained into resolutions of 7e11 % with exit code 0
+    nan_rows, fill_rows, val_fill_rows = (2, 30), (17,), (3, 9)
+    train = write_npz_shard(tmp_path / "train" / "shard_0000.npz", TRAIN_EVENTS, seed=4, nan_energy_rows=nan_rows,
+                            fill_energy_rows=fill_rows)
+    val = write_npz_shard(tmp_path / "val" / "shard_0000.npz", VAL_EVENTS, seed=5, fill_energy_rows=val_fill_rows)
+    data = E2EData(train, val, e2e_data.mlflow_template)
+    args = [*reg_args(data, save_dir, "fill"), "--epochs", "1", "--set", "baseline.enabled=false"]
+    assert train_regressor.main(args) == 0
+    (record,) = read_history(save_dir / "fill")
     assert np.isfinite(record["train/total_loss"]) and np.isfinite(record["train/loss_energy"])
-    assert record["train/skipped_fraction"] == pytest.approx(len(nan_rows) / TRAIN_EVENTS)
-    weights = load_checkpoint(save_dir / "nan" / "checkpoints" / "last.pt")["model"]
-    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    train_skipped, val_skipped = 3 / TRAIN_EVENTS, len(val_fill_rows) / VAL_EVENTS
+    assert record["train/skipped_fraction_energy"] == pytest.approx(train_skipped)
+    assert record["train/skipped_fraction_position"] == 0.0
+    assert record["val/skipped_fraction_energy"] == pytest.approx(val_skipped)
+    assert f"train/skipped_fraction_energy {train_skipped:.5g}" in (save_dir / "fill" / "train.log").read_text()
+    metrics = json.loads((save_dir / "fill" / "metrics.json").read_text())["regressor"]
+    assert metrics["skipped_fraction_energy"] == pytest.approx(val_skipped)
+    assert 0 < metrics["E_rel_w68_pct"] < 100
+    checkpoint = load_checkpoint(save_dir / "fill" / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
+    assert float(checkpoint["model"]["tasks.energy.standardizer.mean"]) < 1.0
+    logged = mlflow_client(save_dir).get_run(checkpoint["mlflow_run_id"]).data.metrics
+    assert logged["train/skipped_fraction_energy"] == pytest.approx(train_skipped)
+    assert logged["final/skipped_fraction_energy"] == pytest.approx(val_skipped)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,11 @@ import torch
 import uproot
 
 from lib import train_mae
-from lib.config import MAEConfig, load_resolved
+from lib.config import MAEConfig, load_config, load_resolved
+from lib.data.build import build_loader
 from lib.engine import load_checkpoint
-from lib.recipes.pretrain import MAEModel, PretrainTask
+from lib.io.run_files import LOCK_NAME
+from lib.recipes.pretrain import MAEModel, PretrainTask, validation_noise
 from lib.recipes.transfer import ENCODER_KIND
 from tests.fixtures_e2e import (
     BATCH, MAE_CONFIG, STEPS_PER_EPOCH, VAL_EVENTS, detach_run_logs, differing_tensors, e2e_data, e2e_env, isolate_run,
@@ -146,8 +150,7 @@ def test_resume_mid_epoch_from_a_step_checkpoint_is_bit_identical(e2e_data, save
     args = mae_args(e2e_data, save_dir, "c", "--epochs", "2", "--set", "checkpoint.save_every_steps=1", *CONSTANT_LR)
     with monkeypatch.context() as patch:
         patch.setattr(PretrainTask, "training_step", crashing_step)
-        with pytest.raises(SimulatedCrash):
-            train_mae.main(args)
+        assert train_mae.main(args) == 1
     last = save_dir / "c" / "checkpoints" / "last.pt"
     interrupted = load_checkpoint(last)
     assert (interrupted["epoch"], interrupted["batch_in_epoch"], interrupted["global_step"]) == (1, 1, crash_at_step)
@@ -156,6 +159,25 @@ def test_resume_mid_epoch_from_a_step_checkpoint_is_bit_identical(e2e_data, save
     resumed = _assert_same_final_state(straight_run, last)
     assert resumed["mlflow_run_id"] == interrupted["mlflow_run_id"]
     assert [r["epoch"] for r in read_history(save_dir / "c")] == [1, 2]
+
+
+def test_validation_masks_are_fixed_per_event(e2e_data):
+    """The same event gets the same validation mask in any batch, on any rank, in any epoch; training masks
+    stay random."""
+    cfg = load_config(MAE_CONFIG, overrides=[f"data.val_path={e2e_data.val}", f"data.batch_size={VAL_EVENTS}"],
+                      root=MAEConfig)
+    (batch,) = list(build_loader(cfg, "val", 0, 1))
+    model, task = MAEModel(cfg).eval(), PretrainTask(cfg)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        mask = model(batch, validation_noise(batch))[2]["mask"]
+        torch.manual_seed(2)
+        regrouped = {key: value[[5, 3, 11]] for key, value in batch.items()}  # other batch, other order
+        assert torch.equal(model(regrouped, validation_noise(regrouped))[2]["mask"], mask[[5, 3, 11]])
+        losses = [task.validation_step(model, batch).loss for _ in range(2)]  # two epochs
+        assert torch.equal(losses[0], losses[1])
+        assert not torch.equal(model(batch)[2]["mask"], model(batch)[2]["mask"])  # training: fresh masks
+    assert mask.sum(1).tolist() == torch.round(batch["npho_valid"].sum(1) * cfg.training.mask_ratio).tolist()
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -181,10 +203,17 @@ def test_unknown_key_in_the_yaml_is_refused(e2e_data, save_dir, tmp_path, capsys
     ("training.ema.decy=0.9", "training.ema.decay"),
     ("training.mask_ratio=1.5", "training.mask_ratio"),
     ("training.epochs=0", "training.epochs"),
-], ids=["misspelt-nested-key", "mask-ratio-above-1", "zero-epochs"])
+    ("training.lr=inf", "training.lr"),
+    ("training.lr=nan", "training.lr"),
+    ("training.lr=1e45", "training.lr"),
+    ("training.betas=[0.9,.nan]", "training.betas"),
+    ("normalization.time_scale=inf", "normalization.time_scale"),
+    ("model.drop_path=nan", "model.drop_path"),
+], ids=["misspelt-nested-key", "mask-ratio-above-1", "zero-epochs", "lr-inf", "lr-nan", "lr-overflow", "beta-nan",
+        "normalization-inf", "model-nan"])
 def test_invalid_config_values_are_refused(e2e_data, save_dir, capsys, override, named):
     message = _refused_at_parse(capsys, mae_args(e2e_data, save_dir, "bad", "--set", override))
-    assert named in message
+    assert named in message and len([line for line in message.splitlines() if named in line]) == 1
     assert not (save_dir / "bad").exists()
 
 
@@ -226,7 +255,9 @@ def test_existing_run_directory_without_resume_is_left_untouched(e2e_data, mae_r
     before = tree_listing(mae_run.run_dir)
     message = _refused(caplog, mae_args(e2e_data, mae_run.save_dir, mae_run.run_dir.name))
     assert str(mae_run.run_dir) in message and "already exists" in message and "--resume_from" in message
-    assert tree_listing(mae_run.run_dir) == before
+    after = tree_listing(mae_run.run_dir)
+    assert after.pop(LOCK_NAME)[2] != before.pop(LOCK_NAME)[2]  # the lock file names the last trainer that held it
+    assert after == before
 
 
 def test_nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(e2e_data, save_dir, caplog, monkeypatch):
@@ -234,8 +265,8 @@ def test_nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(e2e_data,
     calls = {"train": 0}
     original_forward = MAEModel.forward
 
-    def forward(self, batch):
-        loss, metrics, out = original_forward(self, batch)
+    def forward(self, batch, *noise):
+        loss, metrics, out = original_forward(self, batch, *noise)
         if self.training:
             calls["train"] += 1
             if calls["train"] >= nan_from_call:
@@ -247,6 +278,7 @@ def test_nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(e2e_data,
     with caplog.at_level(logging.ERROR, logger="lib.engine.run"):
         assert train_mae.main(args) == 1
     assert "non-finite training loss" in caplog.text
+    assert "non-finite training loss" in (save_dir / "nan" / "train.log").read_text()  # why the run ended
     last = load_checkpoint(save_dir / "nan" / "checkpoints" / "last.pt")
     assert last["global_step"] == nan_from_call - 1
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
@@ -274,3 +306,36 @@ def test_run_log_is_released_when_the_run_returns(e2e_data, save_dir):
     size = train_log.stat().st_size
     logging.getLogger("lib").warning("a message logged after the run returned")
     assert train_log.stat().st_size == size, "run_training left its train.log handler on the root logger"
+
+
+def test_ctrl_c_saves_at_the_next_step_and_exits_75(e2e_data, save_dir, monkeypatch):
+    original_step = PretrainTask.training_step
+
+    def step_with_ctrl_c(self, model, batch, step):
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_step(self, model, batch, step)
+
+    monkeypatch.setattr(PretrainTask, "training_step", step_with_ctrl_c)
+    args = mae_args(e2e_data, save_dir, "ctrl_c", "--epochs", "2", "--set", "training.num_val_predictions=0")
+    assert train_mae.main(args) == 75
+    assert load_checkpoint(save_dir / "ctrl_c" / "checkpoints" / "last.pt")["global_step"] == 1
+    log_lines = (save_dir / "ctrl_c" / "train.log").read_text().splitlines()
+    assert "received SIGINT" in "\n".join(log_lines) and "preempted at global step 1" in log_lines[-1]
+    assert "Traceback" not in "\n".join(log_lines)
+
+
+def test_a_second_ctrl_c_stops_at_once_with_exit_130(e2e_data, save_dir, monkeypatch):
+    original_step = PretrainTask.training_step
+
+    def step_with_two_ctrl_c(self, model, batch, step):
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_step(self, model, batch, step)
+
+    monkeypatch.setattr(PretrainTask, "training_step", step_with_two_ctrl_c)
+    args = mae_args(e2e_data, save_dir, "ctrl_c_twice", "--epochs", "2", "--set", "training.num_val_predictions=0")
+    assert train_mae.main(args) == 130
+    assert not (save_dir / "ctrl_c_twice" / "checkpoints" / "last.pt").exists()
+    assert "stopped at once by Ctrl-C" in (save_dir / "ctrl_c_twice" / "train.log").read_text().splitlines()[-1]

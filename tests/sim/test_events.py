@@ -266,3 +266,18 @@ def test_bad_sensor_table_fails_before_writing(tmp_path, capsys):
         main(["--config", str(config), "--out", str(tmp_path / "out"), "--events", "4", "--shards", "1"])
     assert exit_info.value.code == 2
     assert "geometry.sensor_table" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["bad yaml", "unwritable out"])
+def test_cli_input_errors_are_one_line(tmp_path, capsys, case):
+    config = tmp_path / "sim.yaml"
+    config.write_text("events: [4\n" if case == "bad yaml" else "events: 4\nshards: 1\n")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    out = tmp_path / "out" if case == "bad yaml" else blocker / "out"  # a path under a file
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(config), "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert ("sim.yaml: invalid YAML at line 2" if case == "bad yaml" else "Not a directory") in err

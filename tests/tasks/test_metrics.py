@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lib.tasks import build_tasks, gather_arrays, parse_tasks
+from lib.tasks import build_tasks, gather_arrays, parse_tasks, resolution_metrics
 from lib.tasks.metrics import half_width_68, opening_angles_deg, quantile_68, residual_summary
 
 N_LARGE = 200_000
@@ -37,6 +37,18 @@ def test_half_width_is_robust_to_tails():
     core[:1000] = 1e6  # 0.5 % outliers move the RMS enormously but the 68 % width barely
     assert half_width_68(core) == pytest.approx(1.0, rel=0.03)
     assert residual_summary(core, "x")["x_rms"] > 1e4
+
+
+def test_resolutions_leave_out_fill_value_truth_and_count_it(tasks):
+    # 1e10 fills once trained into resolutions of 7e11 %: they are left out and counted instead
+    rng = np.random.default_rng(2)
+    truth = rng.uniform(0.04, 0.055, (100, 1))
+    pred = truth * (1 + rng.normal(0.0, 0.02, (100, 1)))
+    clean = resolution_metrics({"energy": tasks["energy"]}, {"energy": truth[4:]}, {"energy": pred[4:]})
+    truth[:4] = [[1e10], [np.nan], [-1e10], [np.inf]]
+    metrics = resolution_metrics({"energy": tasks["energy"]}, {"energy": truth}, {"energy": pred})
+    assert metrics["skipped_fraction_energy"] == pytest.approx(0.04) and clean["skipped_fraction_energy"] == 0.0
+    assert metrics["E_rel_w68_pct"] == pytest.approx(clean["E_rel_w68_pct"]) and metrics["E_rel_w68_pct"] < 3
 
 
 def test_empty_residuals_give_nan():

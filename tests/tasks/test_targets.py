@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ValidationError
 
-from lib.tasks import TASK_REGISTRY, TaskBalancer, TaskConfig, TasksConfig, build_tasks, parse_tasks
+from lib.tasks import SELECTED, TASK_REGISTRY, TaskBalancer, TaskConfig, TasksConfig, build_tasks, parse_tasks
 
 B = 64
 
@@ -188,9 +188,42 @@ def test_nan_truth_is_invalid_and_gets_no_loss_or_gradient():
     assert torch.isfinite(head_out.grad).all() and head_out.grad[1:].eq(0).all()
 
 
-def test_nan_rows_are_ignored_when_fitting():
+def test_fill_value_truth_is_invalid_like_nan():
+    # the experiment's files write 1e10 where a value is missing; |x| > 9e9 is missing
+    task = _position_task()
+    truth = torch.tensor([[3.0, -2.0, 0.0], [1e10, 1e10, 1e10], [1.0, -9.5e9, 1.0], [1.0, 8.9e9, 1.0]])
+    assert task.valid({"uvwTruth": truth}).tolist() == [True, False, False, True]
+    assert task.loss(torch.zeros(4, 3), {"uvwTruth": truth})[1:3].eq(0).all()
+
+
+def test_selected_column_makes_events_invalid_for_every_task():
+    tasks = build_tasks(parse_tasks(["energy", "position"]))
+    batch = {**_batch(np.random.default_rng(0), 4), SELECTED: torch.tensor([True, False, True, False])}
+    for task in tasks.values():
+        assert task.valid(batch).tolist() == [True, False, True, False]
+
+
+@pytest.mark.parametrize("mode", ["manual", "learned"])
+def test_a_task_without_valid_events_contributes_no_loss_or_gradient(mode):
+    balancer = TaskBalancer(["energy", "position"], mode)
+    with torch.no_grad():
+        if balancer.log_vars is not None:
+            balancer.log_vars.copy_(torch.tensor([0.5, 0.5]))
+    energy = torch.tensor(2.0, requires_grad=True)
+    total, _ = balancer({"energy": energy, "position": torch.tensor(0.0)},
+                        {"energy": torch.tensor(True), "position": torch.tensor(False)})
+    total.backward()
+    alone, _ = TaskBalancer(["energy"], mode)({"energy": torch.tensor(2.0)})
+    if balancer.log_vars is not None:
+        assert balancer.log_vars.grad[1].item() == 0.0  # the log-variance term is gone too
+        assert total.item() == pytest.approx(math.exp(-0.5) * 2.0 + 0.5)
+    else:
+        assert total.item() == pytest.approx(alone.item())
+
+
+def test_nan_and_fill_rows_are_ignored_when_fitting():
     task = build_tasks(parse_tasks(["energy"]))["energy"]
-    targets = torch.tensor([[1.0], [3.0], [float("nan")], [5.0]])
+    targets = torch.tensor([[1.0], [3.0], [float("nan")], [1e10], [5.0]])
     task.fit(targets)
     assert task.standardizer.mean.item() == pytest.approx(3.0)
     assert task.standardizer.scale.item() == pytest.approx(2.0)
