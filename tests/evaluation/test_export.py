@@ -12,6 +12,7 @@ import pytest
 import lib.evaluation.inference_graph
 from lib.config import RegressorConfig, load_resolved
 from lib.engine import load_checkpoint
+from lib.engine.checkpoint import save_checkpoint
 from lib.evaluation.export_check import RELATIVE_TOLERANCE, simulated_events
 from lib.evaluation.exported_model import EXPORT_EXTRA_HINT, ExportError, load_exported_model
 from lib.export import sha256_of, sidecar_path
@@ -96,6 +97,31 @@ def test_default_output_goes_to_the_run_directory(reg_checkpoint, tmp_path):
     assert code == 0, text
     assert (run_dir / "exported" / "regressor_best.torchscript.pt").is_file()
     assert (run_dir / "exported" / "regressor_best.torchscript.pt.json").is_file()
+
+
+def test_parity_check_reads_the_events_of_input(reg_checkpoint, tmp_path):
+    data = write_event_file(tmp_path / "data" / "events.npz", 6, seed=4)
+    out = tmp_path / "regressor.torchscript.pt"
+    code, text = _export(reg_checkpoint, out, "torchscript", "--input", str(data))
+    assert code == 0, text
+    assert "12 events (6 with injected dead channels)" in text and str(data) in text
+    assert json.loads(sidecar_path(out).read_text())["parity_check"]["events"] == 12
+
+
+def test_ema_weights_are_exported_by_default_and_raw_ones_on_request(reg_checkpoint, tmp_path):
+    state = load_checkpoint(reg_checkpoint)
+    shadow = {k: v + 0.01 if k.startswith("heads.") and v.is_floating_point() else v
+              for k, v in state["model"].items()}
+    with_ema = tmp_path / "with_ema.pt"
+    save_checkpoint({**state, "ema": {"module": shadow}}, with_ema)
+    outputs = {}
+    for weights in ("default", "raw"):
+        out = tmp_path / f"{weights}.torchscript.pt"
+        assert _export(with_ema, out, "torchscript", *(["--weights", weights] if weights == "raw" else []))[0] == 0
+        model = load_exported_model(out)
+        assert model.metadata["weights"] == ("ema" if weights == "default" else "raw")
+        outputs[weights] = model(*_raw_events(2))["E"]
+    assert not np.allclose(outputs["default"], outputs["raw"])
 
 
 def test_a_failing_parity_check_exits_non_zero_and_writes_nothing(reg_checkpoint, tmp_path, monkeypatch):

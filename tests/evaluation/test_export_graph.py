@@ -23,7 +23,8 @@ IDS = [f"{n.npho_scheme}-{n.preset or 'new'}" for n in NORMALIZATIONS]
 
 
 def raw_events(n: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Raw events over every validity case: negative and sub-threshold npho, fill values, NaN, inf."""
+    """Raw events over every validity case: negative, zero, sub-threshold and threshold npho, domain boundaries,
+    fill values, NaN, inf."""
     rng = np.random.default_rng(seed)
     npho = rng.exponential(300.0, (n, 4760)) * rng.choice([1.0, -0.5, 1e-3, 30.0], (n, 4760), p=[0.7, 0.1, 0.1, 0.1])
     time = rng.normal(0.0, 5e-8, (n, 4760))
@@ -32,6 +33,8 @@ def raw_events(n: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     npho[(pick > 0.02) & (pick < 0.03)], time[(pick > 0.03) & (pick < 0.04)] = np.nan, np.nan
     npho[(pick > 0.04) & (pick < 0.045)], time[(pick > 0.045) & (pick < 0.05)] = -np.inf, np.inf
     npho[(pick > 0.05) & (pick < 0.06)] = -1000.0  # the log1p domain boundary of the default scale
+    npho[(pick > 0.06) & (pick < 0.08)] = 0.0  # the sqrt domain boundary (included), and sensors without light
+    npho[(pick > 0.08) & (pick < 0.09)] = 100.0  # the default time threshold (included)
     return npho.astype(np.float32), time.astype(np.float32)
 
 
