@@ -50,8 +50,9 @@ def export_metadata(graph: InferenceGraph, fmt: str, provenance: dict[str, Any])
         "kind": EXPORT_KIND, "version": METADATA_VERSION, "part": graph.part, "format": fmt,
         "inputs": [{"name": name, "shape": ["batch", N_SENSORS], "dtype": "float32", "unit": INPUT_UNITS[name]}
                    for name in INPUT_NAMES],
-        "dead_channels": f"an entry with |value| > {RAW_MISSING_ABOVE:g} (e.g. the fill value 1e10), NaN or inf "
-                         "is invalid; the graph applies the run's validity rules and sentinels itself",
+        "invalid_channels": f"npho above {RAW_MISSING_ABOVE:g} (the fill value 1e10), NaN, inf or outside the npho "
+                            f"scheme's domain; relative_time with |t| > {RAW_MISSING_ABOVE:g}, NaN or inf, or npho "
+                            "below normalization.npho_threshold: the graph applies these rules and the sentinels",
         "outputs": [output.describe() for output in graph.outputs],
         "normalization": describe(graph.norm),
         **provenance,

@@ -18,10 +18,7 @@ from lib.evaluation.exported_model import EXPORT_EXTRA_HINT, ExportError, load_e
 from lib.export import sha256_of, sidecar_path
 from lib.io.atomic import temporary_files
 from lib.normalization import describe, time_forward
-from tests.evaluation.export_fixtures import (
-    CHECK_EVENTS, e2e_data, onnx_export, one_thread, reg_checkpoint, run_export, write_event_file,  # noqa: F401
-)
-from tests.fixtures_e2e import mae_run  # noqa: F401 (fixture)
+from tests.evaluation.export_helpers import CHECK_EVENTS, run_export, write_event_file
 
 OUTPUTS = ["E", "sigma_E", "t", "u", "v", "w", "theta", "phi"]
 UNITS = {"E": "GeV", "sigma_E": "GeV", "t": "s", "u": "cm", "v": "cm", "w": "cm", "theta": "deg", "phi": "deg"}
@@ -117,7 +114,8 @@ def test_ema_weights_are_exported_by_default_and_raw_ones_on_request(reg_checkpo
     outputs = {}
     for weights in ("default", "raw"):
         out = tmp_path / f"{weights}.torchscript.pt"
-        assert _export(with_ema, out, "torchscript", *(["--weights", weights] if weights == "raw" else []))[0] == 0
+        weights_flag = ["--weights", weights] if weights == "raw" else []
+        assert _export(with_ema, out, "torchscript", "--no-check", *weights_flag)[0] == 0
         model = load_exported_model(out)
         assert model.metadata["weights"] == ("ema" if weights == "default" else "raw")
         outputs[weights] = model(*_raw_events(2))["E"]
@@ -144,8 +142,8 @@ def test_an_existing_export_is_only_replaced_with_force(reg_checkpoint, tmp_path
     assert _export(reg_checkpoint, out, "torchscript", "--no-check", "--force")[0] == 0
 
 
-def test_encoder_part_exports_tokens_from_an_mae_checkpoint_and_its_encoder_export(mae_run, tmp_path):
-    for source in (mae_run.run_dir / "checkpoints" / "last.pt", mae_run.run_dir / "encoder_best.pt"):
+def test_encoder_part_exports_tokens_from_an_mae_checkpoint_and_its_encoder_export(mae_run_dir, tmp_path):
+    for source in (mae_run_dir / "checkpoints" / "last.pt", mae_run_dir / "encoder_last.pt"):
         out = tmp_path / f"{source.stem}.torchscript.pt"
         code, text = _export(source, out, "torchscript", "--part", "encoder")
         assert code == 0, text
@@ -157,17 +155,17 @@ def test_encoder_part_exports_tokens_from_an_mae_checkpoint_and_its_encoder_expo
 
 
 @pytest.mark.slow
-def test_encoder_part_exports_to_onnx(mae_run, tmp_path):
+def test_encoder_part_exports_to_onnx(mae_run_dir, tmp_path):
     out = tmp_path / "encoder.onnx"
-    code, text = _export(mae_run.run_dir / "encoder_best.pt", out, "onnx", "--part", "encoder")
+    code, text = _export(mae_run_dir / "encoder_last.pt", out, "onnx", "--part", "encoder")
     assert code == 0, text
     assert load_exported_model(out).output_names == ["tokens"]
 
 
 # --------------------------------------------------------------------------------------- bad input
-def test_mae_checkpoint_given_to_a_regressor_export_is_refused(mae_run, tmp_path):
+def test_mae_checkpoint_given_to_a_regressor_export_is_refused(mae_run_dir, tmp_path):
     out = tmp_path / "x.onnx"
-    code, text = _export(mae_run.run_dir / "checkpoints" / "last.pt", out, "onnx")
+    code, text = _export(mae_run_dir / "checkpoints" / "last.pt", out, "onnx")
     assert code == 2 and "not a regressor checkpoint" in text and "--part encoder" in text
     _assert_nothing_written(out)
 

@@ -9,9 +9,7 @@ import sys
 
 from lib import predict
 from lib.evaluation.export_check import RELATIVE_TOLERANCE
-from tests.evaluation.export_fixtures import (
-    e2e_data, onnx_export, one_thread, reg_checkpoint, write_event_file,  # noqa: F401 (fixtures)
-)
+from tests.evaluation.export_helpers import write_event_file
 from tests.fixtures_e2e import REPO
 
 TORCH_FREE_PREDICTION = """
