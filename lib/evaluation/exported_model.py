@@ -11,15 +11,12 @@ imports neither torch nor lib's torch code: an ONNX model runs with numpy and on
 from __future__ import annotations
 
 import json
-import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 EXPORT_EXTRA_HINT = "pip install -e .[export]"
 """How to install what ONNX export and inference need (the `export` extra of pyproject.toml)."""
@@ -41,7 +38,8 @@ def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as exc:
-        raise ExportError(f"onnxruntime is not installed ({exc}); install the export extra: {EXPORT_EXTRA_HINT}") from exc
+        raise ExportError(f"onnxruntime is not installed ({exc}); install the export extra: "
+                          f"{EXPORT_EXTRA_HINT}") from exc
     return onnxruntime
 
 
