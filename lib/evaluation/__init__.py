@@ -1,1 +1,1 @@
-"""Trained models on data sets: inference, the classical baseline, prediction files."""
+"""Trained models on data sets: inference, the classical baseline, prediction files, ONNX / TorchScript export."""
