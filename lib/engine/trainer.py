@@ -279,7 +279,7 @@ class Trainer:
         if self.training.grad_clip is None:
             return None
         self.scaler.unscale_(self.optimizer)
-        return nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.training.grad_clip)
+        return nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.training.grad_clip, foreach=True)
 
     def _optimizer_step(self) -> None:
         self.scaler.step(self.optimizer)

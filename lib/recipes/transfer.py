@@ -109,9 +109,15 @@ def load_pretrained_encoder(encoder: nn.Module, path: str | Path, model_cfg: Mod
             raise TransferError(f"the encoder in {path} was trained with another normalization: {details}. "
                                 "Use the pretraining normalization, or pass --allow_normalization_mismatch")
         log.warning("loading %s despite a normalization mismatch (%s)", path, details)
-    result = encoder.load_state_dict(weights, strict=False)
-    report = {"path": str(path), "source": source, "missing_keys": list(result.missing_keys),
-              "unexpected_keys": list(result.unexpected_keys), "normalization_differs": norm_diff}
-    log.info("loaded pretrained encoder from %s (%s): %d tensors, missing keys %s, unexpected keys %s",
-             path, source, len(weights), report["missing_keys"], report["unexpected_keys"])
+    expected = set(encoder.state_dict())
+    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    if missing or unexpected:
+        raise TransferError(f"the encoder weights in {path} ({source}) do not fit this encoder: {len(missing)} missing "
+                            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}); it was "
+                            "written by another version of the encoder (e.g. before the outer face was encoded at "
+                            "sensor resolution): pretrain again with this version")
+    encoder.load_state_dict(weights)
+    report = {"path": str(path), "source": source, "missing_keys": missing, "unexpected_keys": unexpected,
+              "normalization_differs": norm_diff}
+    log.info("loaded pretrained encoder from %s (%s): %d tensors", path, source, len(weights))
     return report

@@ -79,6 +79,23 @@ def test_full_mae_checkpoint_is_detected_by_content(tmp_path, with_ema):
 
 
 # ------------------------------------------------------------------------------------------- refusals
+def test_export_of_another_encoder_version_is_refused_before_any_weight_changes(tmp_path):
+    # an encoder_best.pt written before the outer face moved to sensor resolution has the same
+    # architecture fields but other tensors: loading it partly would train half an encoder from scratch
+    mae, mae_cfg = _mae()
+    path = _export(tmp_path, mae, mae_cfg)
+    content = torch.load(path, weights_only=True)
+    name = next(key for key in content["encoder"] if "outer_coarse" in key)
+    content["encoder"][name.replace("outer_coarse", "outer_fine")] = content["encoder"].pop(name)
+    torch.save(content, path)
+    cfg = _reg_cfg()
+    regressor = build_regressor(cfg)
+    before = _clone(regressor)
+    with pytest.raises(TransferError, match="1 missing .*1 unexpected .*another version of the encoder"):
+        _load(regressor, path, cfg)
+    assert differing_tensors(_clone(regressor), before) == []
+
+
 def test_missing_pretrained_path_is_refused(tmp_path):
     cfg = _reg_cfg()
     path = tmp_path / "nowhere" / "encoder_best.pt"
