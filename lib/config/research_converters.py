@@ -29,7 +29,7 @@ TASK_BETA_UNITS = ("the research code applied loss_beta to raw targets (GeV, s, 
 OUTER_FACE = ("the outer face is always encoded at sensor resolution here: its coarse 24x9 grid and its 6x5 dense "
               "patch (the research code's outer_mode 'split'), no fine grid to pool")
 FOREIGN_CHECKPOINT = "a research-code checkpoint cannot be loaded here; the run starts from scratch"
-EXACT_RESUME = "a resumed run continues its schedule, epoch count and MLflow run exactly here"
+SEED_CONTROL = "applies once checkpoint.resume_from names a checkpoint of this project"
 _TWO_D_REWEIGHTING = ("angle", "uvwFI")
 _REWEIGHT_DEFAULTS = {"nbins": 30, "nbins_2d": [20, 20]}
 _ONECYCLE_PCT_START = 0.3
@@ -246,6 +246,14 @@ def save_dir(value: Any, key: str, old: OldFile) -> Outcome:
 def resume_from(value: Any, key: str, old: OldFile) -> Outcome:
     """A research-code checkpoint is not loadable here."""
     return dropped("nothing to resume") if value is None else lost(FOREIGN_CHECKPOINT)
+
+
+def seed_control(value: Any, key: str, old: OldFile) -> Outcome:
+    """checkpoint.{reset_epoch, refresh_lr, new_mlflow_run}: the same controls here, for a run seeded from
+    checkpoint.resume_from (reset_epoch also restarts the schedule here); without resume_from they did nothing."""
+    if value is None or old.get("checkpoint.resume_from") in (None, ""):
+        return dropped("no effect without checkpoint.resume_from, in the research code too")
+    return mapped({key: bool(value)}, SEED_CONTROL)
 
 
 def save_predictions(value: Any, key: str, old: OldFile) -> Outcome:

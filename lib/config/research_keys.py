@@ -116,9 +116,8 @@ RESEARCH_KEYS: dict[str, Rule] = {
     "checkpoint.save_predictions": Rule("training.num_val_predictions", conv.save_predictions),
     "checkpoint.root_save_interval": not_needed("predictions are written once, at the end of the run"),
     "checkpoint.save_artifacts": not_needed("plots and predictions are always written"),
-    "checkpoint.refresh_lr": no_equivalent(conv.EXACT_RESUME),
-    "checkpoint.reset_epoch": no_equivalent(conv.EXACT_RESUME),
-    "checkpoint.new_mlflow_run": no_equivalent(conv.EXACT_RESUME),
+    **{f"checkpoint.{key}": Rule(f"checkpoint.{key}", conv.seed_control)
+       for key in ("refresh_lr", "reset_epoch", "new_mlflow_run")},
     "mlflow.run_name": Rule("checkpoint.run_name", conv.run_name),
     "distributed.num_gpus": rename("slurm.num_gpus"),
 }

@@ -213,6 +213,18 @@ class CheckpointConfig(Section):
     """Checkpoint file to resume from."""
     auto_resume: bool = False
     """Resume from the newest checkpoint of this run if there is one."""
+    reset_epoch: bool = False
+    """With resume_from (a checkpoint of another run directory, the seed): keep its weights, EMA and optimizer
+    moments, but start at epoch 0 with a new schedule, early stopping and best metric (e.g. to train longer).
+    Applied once, when the run starts from the seed; a requeue continues its own last.pt exactly."""
+    refresh_lr: bool = False
+    """With resume_from: keep the seed's weights, EMA, optimizer moments and epoch count, but run a new
+    learning-rate schedule from this config (lr, scheduler, warmup_epochs, min_lr, weight_decay, betas) from the
+    seed's step to the end of training.epochs. Applied once, like reset_epoch."""
+    new_mlflow_run: bool = True
+    """A run seeded from resume_from logs into a new MLflow run tagged with its parent (parent_run_id,
+    parent_checkpoint); false: it continues the seed's MLflow run (not with reset_epoch, which restarts the
+    step count)."""
 
     @field_validator("run_name")
     @classmethod

@@ -15,8 +15,9 @@ the top of the file, where tools read them without the manager.
 A resumed run's checkpoint (the run directory's own last.pt once it exists, else
 checkpoint.resume_from) is read once per rank, when the manager is made, and checked against
 the config there (lib.config.compatibility, through check_resume_compatible). A checkpoint of
-another run directory seeds this run but does not give it its MLflow run id (`seeded_from`,
-`parent_mlflow_run_id`). `attach` restores shared parts at once; per-rank
+another run directory seeds this run (`seeded_from`): the seed controls checkpoint.{reset_epoch, refresh_lr,
+new_mlflow_run} (lib.engine.seed_controls) decide what the run takes from it, and by default it gets a new
+MLflow run (`mlflow_tags` name its parent). `attach` restores shared parts at once; per-rank
 parts wait for `restore_rank`, which the trainer calls at the point of its loop where they were
 captured. A part for which the checkpoint holds no state (or an empty one: an EMA or fp16
 scaler the saving run did not use) keeps its fresh state.
@@ -33,6 +34,8 @@ from lib.engine.checkpoint import (
     prune_epoch_checkpoints, save_checkpoint,
 )
 from lib.engine.distributed import DistInfo, broadcast_object, gather_objects
+from lib.engine.seed_controls import SCHEDULE_START, SeedControls
+from lib.engine.tracking import PARENT_CHECKPOINT_TAG, PARENT_RUN_TAG
 from lib.engine.tracking_worker import recorded_run_id
 from lib.engine.train_state import TrainState
 from lib.io.run_files import BEST_NAME, CHECKPOINT_DIR, LAST_NAME
@@ -61,13 +64,18 @@ class CheckpointManager:
         """Find and read the checkpoint this run resumes from, if any (CheckpointError when it cannot)."""
         self.settings, self.config, self.dist = cfg.checkpoint, to_dict(cfg), dist
         self.directory = Path(run_dir) / CHECKPOINT_DIR
+        controls = SeedControls.of(cfg.checkpoint)
+        seed = cfg.checkpoint.resume_from
+        controls.check(seed, seed_in_run_dir=seed is not None and in_run_dir(Path(seed), run_dir))
         self.resume_path = find_resume_checkpoint(cfg.checkpoint, run_dir)
         self.rank_state_lost = False
         """True when resuming from a checkpoint whose per-rank parts cannot be used (another world size)."""
         self.seeded_from: Path | None = None
         """The checkpoint of another run directory this run starts from, if any."""
         self.parent_mlflow_run_id: str | None = None
-        """The MLflow run of `seeded_from` (this run gets a new one)."""
+        """The MLflow run of `seeded_from` (this run gets a new one unless checkpoint.new_mlflow_run is false)."""
+        self.seed_controls: SeedControls | None = None
+        """The controls applied to `seeded_from` now (None when not seeded now: a requeue never applies them again)."""
         self._shared: dict[str, Stateful] = {}
         self._flat: set[str] = set()
         self._per_rank: dict[str, Stateful] = {}
@@ -78,14 +86,39 @@ class CheckpointManager:
             check_resume_compatible(self._saved, self.config, self.resume_path)
             self._saved_for_rank = self._this_ranks_state(self._saved.pop(RANK_STATES))
             if not in_run_dir(self.resume_path, run_dir):
-                self.seeded_from = self.resume_path
-                self.parent_mlflow_run_id = self._saved["mlflow_run_id"] or recorded_run_id(self.resume_path.parents[1])
-                self._saved["mlflow_run_id"] = None
+                self._seed(controls, cfg.training.epochs)
+
+    def _seed(self, controls: SeedControls, epochs: int) -> None:
+        """Start from the checkpoint of another run directory, as the seed `controls` say."""
+        assert self.resume_path is not None
+        self.seeded_from, self.seed_controls = self.resume_path, controls
+        self.parent_mlflow_run_id = self._saved["mlflow_run_id"] or recorded_run_id(self.resume_path.parents[1])
+        self._saved_for_rank = controls.apply(self._saved, self._saved_for_rank, self.resume_path, epochs)
+        self._saved["mlflow_run_id"] = None if controls.new_mlflow_run else self.parent_mlflow_run_id
 
     @property
     def resuming(self) -> bool:
         """True when the run continues from a checkpoint."""
         return self.resume_path is not None
+
+    @property
+    def schedule_start_step(self) -> int:
+        """The global step at which this run's learning-rate schedule began (0 unless a seed's refresh_lr started
+        a new one later): the schedule spans from there to the end of training.epochs."""
+        return int(self._saved.get(SCHEDULE_START, 0)) if self.resuming else 0
+
+    @property
+    def mlflow_tags(self) -> dict[str, str]:
+        """Tags of this run's MLflow run when it is seeded now: the seed controls and, in a new MLflow run, its
+        parent (run id, checkpoint)."""
+        if self.seeded_from is None or self.seed_controls is None:
+            return {}
+        tags = self.seed_controls.tags()
+        if self.seed_controls.new_mlflow_run:
+            tags[PARENT_CHECKPOINT_TAG] = str(self.seeded_from.resolve())
+            if self.parent_mlflow_run_id:
+                tags[PARENT_RUN_TAG] = self.parent_mlflow_run_id
+        return tags
 
     @property
     def last_path(self) -> Path:
@@ -117,7 +150,10 @@ class CheckpointManager:
             if name in flat:
                 self._flat.add(name)
             if self.resuming:
-                self._restore(name, part, self._saved if name in flat else self._saved.pop(name, None))
+                state = self._saved if name in flat else self._saved.pop(name, None)
+                if self.seed_controls is not None:
+                    state = self.seed_controls.part_state(name, part, state)
+                self._restore(name, part, state)
 
     def attach_per_rank(self, parts: Mapping[str, Stateful]) -> None:
         """Save this rank's `parts` in every checkpoint from now on; `restore_rank` restores them when resuming."""

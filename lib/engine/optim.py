@@ -85,9 +85,11 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_rat
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, training: Any, steps_per_epoch: int) -> LRScheduler:
-    """Per-optimizer-step schedule for `training.scheduler`: cosine (with warmup), onecycle or none."""
-    total_steps = max(1, training.epochs * steps_per_epoch)
+def build_scheduler(optimizer: torch.optim.Optimizer, training: Any, steps_per_epoch: int,
+                    start_step: int = 0) -> LRScheduler:
+    """Per-optimizer-step schedule for `training.scheduler`: cosine (with warmup), onecycle or none, from global
+    step `start_step` (where a seeded run's new schedule begins; lib.engine.seed_controls) to the end of training."""
+    total_steps = max(1, training.epochs * steps_per_epoch - start_step)
     warmup_steps = min(total_steps, round(training.warmup_epochs * steps_per_epoch))
     peak_lr = max(group["lr"] for group in optimizer.param_groups)
     if training.scheduler == "cosine":

@@ -11,7 +11,8 @@ directory's mlflow_spool.jsonl and sent when the store answers again, later in t
 the run resumes. A resumed run continues its MLflow run and drops every metric value at a step
 the run already holds for that metric (a resume repeats the steps after its checkpoint bit for
 bit, so nothing is lost and nothing is logged twice). A run seeded from another run directory's
-checkpoint gets a new MLflow run, tagged with its parent's run id and checkpoint.
+checkpoint gets a new MLflow run (unless checkpoint.new_mlflow_run is false), tagged with its parent's run id
+and checkpoint and with the seed controls (lib.engine.seed_controls).
 """
 from __future__ import annotations
 
@@ -84,10 +85,10 @@ def _artifact_location(tracking_uri: str, save_dir: Path) -> str | None:
 
 
 def start_tracking(cfg: Any, config: Mapping[str, Any], resume_run_id: str | None, is_main: bool,
-                   parent: Mapping[str, str] | None = None) -> Tracker:
+                   tags: Mapping[str, str] | None = None) -> Tracker:
     """Start tracking the run of `cfg` in the background: continue the MLflow run `resume_run_id` (else the one
-    the run directory recorded), else create one (tagged with `parent`: PARENT_RUN_TAG / PARENT_CHECKPOINT_TAG
-    values, when seeded from another run).
+    the run directory recorded), else create one; either way with the `tags` (a seeded run's PARENT_RUN_TAG,
+    PARENT_CHECKPOINT_TAG and seed controls).
 
     Returns an inactive Tracker off rank 0 and when mlflow.enabled is false. Never blocks.
     """
@@ -101,7 +102,7 @@ def start_tracking(cfg: Any, config: Mapping[str, Any], resume_run_id: str | Non
     target = TrackingTarget(
         tracking_uri=tracking_uri, experiment=cfg.mlflow.experiment, run_name=cfg.checkpoint.run_name,
         artifact_location=_artifact_location(tracking_uri, save_dir), resume_run_id=resume_run_id,
-        parent_tags=dict(parent or {}), timeout_s=cfg.mlflow.timeout_s,
+        tags=dict(tags or {}), timeout_s=cfg.mlflow.timeout_s,
         run_dir=save_dir / cfg.checkpoint.run_name,
     )
     worker = TrackingWorker(target)

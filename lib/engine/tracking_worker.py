@@ -52,7 +52,8 @@ class TrackingTarget:
     resume_run_id: str | None
     timeout_s: int
     run_dir: Path
-    parent_tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    """Set on the run when it is created or continued."""
 
     @property
     def spool_path(self) -> Path:
@@ -202,6 +203,8 @@ class TrackingWorker(threading.Thread):
         if self.run_id is not None:
             try:
                 self._call(self._client.update_run, self.run_id, status="RUNNING")
+                for key, value in self.target.tags.items():
+                    self._call(self._client.set_tag, self.run_id, key, value)
                 self._continued = True
                 log.info("MLflow run %s at %s continued", self.run_id, self.target.tracking_uri)
             except Exception as exc:
@@ -214,7 +217,7 @@ class TrackingWorker(threading.Thread):
             experiment_id = experiment.experiment_id if experiment is not None else self._call(
                 self._client.create_experiment, self.target.experiment, artifact_location=self.target.artifact_location)
             run = self._call(self._client.create_run, experiment_id, run_name=self.target.run_name,
-                             tags=self.target.parent_tags)
+                             tags=self.target.tags)
             self.run_id = run.info.run_id
             atomic_write_text(self.target.run_dir / MLFLOW_RUN_ID_NAME, self.run_id + "\n")
             log.info("MLflow run %s at %s (new)", self.run_id, self.target.tracking_uri)

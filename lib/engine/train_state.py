@@ -32,15 +32,19 @@ class TrainState:
     """Epoch (1-based) that reached best_metric; best.pt holds it."""
     mlflow_run_id: str | None = None
     """MLflow run that a resumed run continues."""
+    schedule_start_step: int = 0
+    """Global step at which the learning-rate schedule began: 0, or the step of the seed from which
+    checkpoint.refresh_lr started a new one (lib.engine.seed_controls)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The fields as a plain dict."""
         return dataclasses.asdict(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Take every field from `state` (extra keys are ignored: the checkpoint's top level is passed)."""
+        """Take every field from `state` (extra keys are ignored: the checkpoint's top level is passed); a field
+        that checkpoints written before it existed lack (schedule_start_step) takes its default."""
         for field in dataclasses.fields(self):
-            setattr(self, field.name, state[field.name])
+            setattr(self, field.name, state.get(field.name, field.default))
 
 
 class MetricSums:

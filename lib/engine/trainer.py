@@ -31,7 +31,8 @@ from lib.engine.progress import Progress
 from lib.engine.rng import RNGState
 from lib.engine.rundir import TrainingHistory
 from lib.engine.task import StepOutput, Task
-from lib.engine.tracking import PARENT_CHECKPOINT_TAG, PARENT_RUN_TAG, start_tracking
+from lib.engine.seed_controls import EARLY_STOPPING, OPTIMIZER, SCHEDULER
+from lib.engine.tracking import start_tracking
 from lib.engine.train_state import EarlyStopping, MetricSums, TrainState
 from lib.io.run_files import BEST_NAME, CONFIG_NAME, HISTORY_NAME, LAST_NAME
 
@@ -76,7 +77,8 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(train_loader) / self.accum)
         self.lr = self.training.effective_lr(cfg.data.batch_size, dist.world_size)
         self.optimizer = build_optimizer(self.raw_model, self.training, self.lr)
-        self.scheduler = build_scheduler(self.optimizer, self.training, self.steps_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, self.training, self.steps_per_epoch,
+                                         start_step=self.checkpoints.schedule_start_step)
         self.scaler = torch.amp.GradScaler(dist.device.type, enabled=self.training.amp == "fp16")
         self.autocast_dtype = AMP_DTYPES.get(self.training.amp)
         self.early_stopping = EarlyStopping(self.training.early_stopping, self.training.epochs)
@@ -88,8 +90,8 @@ class Trainer:
 
     def _attach_parts(self) -> None:
         """Hand the stateful parts to the checkpoint manager; when resuming, the shared ones are restored now."""
-        shared: dict[str, Any] = {"optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler,
-                                  "early_stopping": self.early_stopping, TRAIN_STATE: self.state}
+        shared: dict[str, Any] = {OPTIMIZER: self.optimizer, SCHEDULER: self.scheduler, "scaler": self.scaler,
+                                  EARLY_STOPPING: self.early_stopping, TRAIN_STATE: self.state}
         if self.ema is not None:
             shared["ema"] = self.ema
         self.checkpoints.attach(shared, flat={TRAIN_STATE})
@@ -110,7 +112,7 @@ class Trainer:
         """Train until training.epochs or early stopping; returns final metrics, best metric and paths."""
         self.preemption.install()
         self.tracker = start_tracking(self.cfg, self.config, self.state.mlflow_run_id, self.dist.is_main,
-                                      parent=self._mlflow_parent())
+                                      tags=self.checkpoints.mlflow_tags)
         self._log_plan()
         self.progress = Progress(
             self.state, self.tracker, steps_per_epoch=self.steps_per_epoch, epochs=self.training.epochs,
@@ -140,12 +142,6 @@ class Trainer:
             "best_checkpoint": self.checkpoints.directory / BEST_NAME if self.state.best_epoch is not None else None,
             "mlflow_run_id": self.tracker.run_id or self.state.mlflow_run_id,
         }
-
-    def _mlflow_parent(self) -> dict[str, str]:
-        """Tags of a run seeded from another run directory's checkpoint (empty otherwise)."""
-        seeded_from, parent_run = self.checkpoints.seeded_from, self.checkpoints.parent_mlflow_run_id
-        tags = {PARENT_CHECKPOINT_TAG: str(seeded_from.resolve())} if seeded_from is not None else {}
-        return tags | ({PARENT_RUN_TAG: parent_run} if parent_run else {})
 
     def _log_plan(self) -> None:
         effective_batch = self.cfg.data.batch_size * self.dist.world_size * self.accum

@@ -224,6 +224,19 @@ def test_first_research_format_is_converted():
     assert outcome_of(migration, "checkpoint.resume_from").status == LOST
 
 
+def test_seed_controls_map_to_ours_and_need_a_checkpoint_to_continue():
+    controls = "  reset_epoch: true\n  refresh_lr: false\n  new_mlflow_run: true\n"
+    seeded = migrated("tasks:\n  energy:\n    enabled: true\ncheckpoint:\n  resume_from: old.pth\n" + controls)
+    assert outcome_of(seeded, "checkpoint.resume_from").status == LOST  # a research checkpoint cannot be loaded
+    assert {k: v for k, v in seeded.data["checkpoint"].items()} == {
+        "reset_epoch": True, "refresh_lr": False, "new_mlflow_run": True}
+    assert check_migrated(seeded).checkpoint.reset_epoch is True  # loads; the run asks for a resume_from
+    alone = migrated("tasks:\n  energy:\n    enabled: true\ncheckpoint:\n  resume_from: null\n" + controls)
+    for key in ("reset_epoch", "refresh_lr", "new_mlflow_run"):
+        outcome = outcome_of(alone, f"checkpoint.{key}")
+        assert outcome.status == DROPPED and "no effect without checkpoint.resume_from" in outcome.note
+
+
 def test_research_defaults_fill_settings_the_file_leaves_out():
     migration = migrated("model:\n  decoder_dim: 64\ntraining:\n  epochs: 5\n")
     cfg = check_migrated(migration)
