@@ -14,7 +14,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
-LossName = Literal["smooth_l1", "l1", "mse", "gaussian_nll"]
+LossName = Literal["smooth_l1", "l1", "mse", "gaussian_nll", "beta_nll", "relative_l1", "relative_smooth_l1",
+                   "relative_mse"]
+VARIANCE_LOSSES = ("gaussian_nll", "beta_nll")
+"""Losses whose head also predicts a log-variance per output (the task then predicts sigma)."""
+RELATIVE_LOSSES = ("relative_l1", "relative_smooth_l1", "relative_mse")
+"""Losses of the relative residual (pred - true) / true in physical units (tasks with a positive truth)."""
 
 
 @dataclass(frozen=True)
@@ -26,10 +31,12 @@ class TaskSpec:
     units: tuple[str, ...]
     vector_key: str | None = None
     """Truth branch of the unit-vector form (`use_vector`), for tasks that have one."""
+    positive: bool = False
+    """The truth is a positive scale (energy): relative losses and the log target apply."""
 
 
 TASK_SPECS: dict[str, TaskSpec] = {
-    "energy": TaskSpec("energyTruth", ("E",), ("GeV",)),
+    "energy": TaskSpec("energyTruth", ("E",), ("GeV",), positive=True),
     "timing": TaskSpec("timeTruth", ("t",), ("s",)),
     "position": TaskSpec("uvwTruth", ("u", "v", "w"), ("cm", "cm", "cm")),
     "angle": TaskSpec("emiAng", ("theta", "phi"), ("deg", "deg"), vector_key="emiVec"),
@@ -44,8 +51,19 @@ class TaskConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    loss: LossName = "smooth_l1"
+    loss: LossName = Field("smooth_l1", description=(
+        "smooth_l1 / l1 / mse of the standardized target; gaussian_nll or beta_nll (the head also predicts a "
+        "log-variance: the task then predicts sigma); relative_l1 / relative_smooth_l1 / relative_mse of "
+        "(pred - true) / true in physical units (energy only)"))
     beta: float = Field(1.0, ge=0.0, description="smooth_l1 transition point (standardized units)")
+    relative_beta: float = Field(0.05, gt=0.0, description=(
+        "relative_smooth_l1 transition point: the relative error (pred - true) / true where it turns linear"))
+    nll_beta: float = Field(0.5, ge=0.0, le=1.0, description=(
+        "beta_nll (Seitzer et al. 2022): each event's Gaussian NLL is weighted by its predicted variance^beta "
+        "(no gradient through the weight); 0 is gaussian_nll, 1 gives the mean the gradient of mse"))
+    log_target: bool = Field(False, description=(
+        "energy only: standardize log E instead of E (target_mean / target_scale then in log units); predictions "
+        "are E again"))
     weight: float = Field(1.0, ge=0.0, description="manual weight of this task in the total loss")
     reweight_bins: int | None = Field(
         None, ge=2, description="reweight samples by an inverse histogram of the target with this many bins"
@@ -104,6 +122,11 @@ def check_task_config(name: str, cfg: TaskConfig) -> None:
     if cfg.use_vector and "loss" in cfg.model_fields_set:
         raise ValueError(f"tasks.{name}: use_vector trains with the cosine loss, so loss={cfg.loss!r} would be "
                          "ignored; remove 'loss' or set use_vector: false")
+    if not spec.positive and (cfg.log_target or cfg.loss in RELATIVE_LOSSES):
+        setting = "log_target" if cfg.log_target else f"loss={cfg.loss}"
+        positive = sorted(n for n, s in TASK_SPECS.items() if s.positive)
+        raise ValueError(f"tasks.{name}.{setting}: only tasks with a positive truth {positive} support it; "
+                         "choose another loss or remove it")
     n = len(spec.output_names)
     for key in ("target_mean", "target_scale"):
         values = getattr(cfg, key)

@@ -94,7 +94,7 @@ class PredictionCollector:
                                                                                          np.nan)
             self._add(f"truth/{name}", truth)
             self._add(f"pred/{name}", task.predict(head).cpu().numpy())
-            if task.cfg.loss == "gaussian_nll":
+            if task.predicts_sigma:
                 self._add(f"sigma/{name}", task.predict_sigma(head).cpu().numpy())
         if self.baseline is not None:
             cpu_batch = {k: v.cpu() for k, v in batch.items()}
@@ -108,7 +108,7 @@ class PredictionCollector:
         columns then)."""
         empty: dict[str, tuple[int, ...]] = {"run": (0,), "event": (0,)}
         for name, task in self.tasks.items():
-            groups = ("truth", "pred", "sigma") if task.cfg.loss == "gaussian_nll" else ("truth", "pred")
+            groups = ("truth", "pred", "sigma") if task.predicts_sigma else ("truth", "pred")
             empty.update({f"{group}/{name}": (0, task.n_outputs) for group in groups})
         result: dict[str, Any] = {"truth": {}, "pred": {}, "sigma": {}, "baseline": {}, "kept": {}}
         for key in dict.fromkeys([*empty, *self._parts]):

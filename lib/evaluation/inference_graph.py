@@ -98,7 +98,7 @@ class RegressorGraph(InferenceGraph):
         for name, task in regressor.tasks.items():
             _check_fitted(name, task)
             outputs += [GraphOutput(o, unit, name) for o, unit in zip(task.output_names, task.units)]
-            if _predicts_sigma(task):
+            if task.predicts_sigma:
                 outputs += [GraphOutput(f"sigma_{o}", unit, name) for o, unit in zip(task.output_names, task.units)]
         self.outputs = tuple(outputs)
 
@@ -107,7 +107,7 @@ class RegressorGraph(InferenceGraph):
         values: list[Tensor] = []
         for name, task in self.regressor.tasks.items():
             values += task.predict(heads[name]).float().unbind(1)
-            if _predicts_sigma(task):
+            if task.predicts_sigma:
                 values += task.predict_sigma(heads[name]).float().unbind(1)
         return tuple(values)
 
@@ -127,10 +127,6 @@ class EncoderGraph(InferenceGraph):
 
     def from_normalized(self, x: Tensor) -> tuple[Tensor, ...]:
         return (self.encoder(x, None),)
-
-
-def _predicts_sigma(task: Any) -> bool:
-    return task.cfg.loss == "gaussian_nll"
 
 
 def _check_fitted(name: str, task: Any) -> None:

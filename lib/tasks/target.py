@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lib.config.task_schema import TASK_SPECS, TaskConfig, check_task_config
+from lib.config.task_schema import RELATIVE_LOSSES, TASK_SPECS, VARIANCE_LOSSES, TaskConfig, check_task_config
 from lib.tasks.metrics import residual_summary, valid_rows
-from lib.tasks.regression_losses import per_sample_loss
+from lib.tasks.regression_losses import per_sample_loss, relative_loss
 from lib.tasks.reweighting import InverseHistogramWeights
 from lib.tasks.standardizer import Standardizer
 
@@ -55,8 +55,17 @@ class RegressionTarget(nn.Module):
 
     @property
     def head_dim(self) -> int:
-        """Width of the head output: the means, plus one log-variance per output for gaussian_nll."""
-        return 2 * self.n_outputs if self.cfg.loss == "gaussian_nll" else self.n_outputs
+        """Width of the head output: the means, plus one log-variance per output for gaussian_nll / beta_nll."""
+        return 2 * self.n_outputs if self.predicts_sigma else self.n_outputs
+
+    @property
+    def predicts_sigma(self) -> bool:
+        """Whether the head predicts a variance too (gaussian_nll, beta_nll), so that `predict_sigma` works."""
+        return self.cfg.loss in VARIANCE_LOSSES
+
+    @property
+    def _needs_positive_truth(self) -> bool:
+        return self.cfg.log_target or self.cfg.loss in RELATIVE_LOSSES
 
     @property
     def needs_fit(self) -> bool:
@@ -71,9 +80,11 @@ class RegressionTarget(nn.Module):
 
     def valid(self, batch: Batch) -> Tensor:
         """(B,) bool: False where any truth value of this target is NaN, inf or a fill value
-        (|x| > 9e9), or where the batch's SELECTED column (if any) is False: those events are
-        skipped by this task and counted."""
+        (|x| > 9e9), not positive where the log target or a relative loss needs it, or where the
+        batch's SELECTED column (if any) is False: those events are skipped by this task and counted."""
         checks = [valid_rows(batch[key]) for key in self.truth_keys]
+        if self._needs_positive_truth:  # log E and (pred - E) / E need E > 0
+            checks.append((self.target(batch) > 0).all(1))
         if SELECTED in batch:
             checks.append(batch[SELECTED].bool())
         return torch.stack(checks, 0).all(0)
@@ -85,11 +96,15 @@ class RegressionTarget(nn.Module):
         targets = torch.as_tensor(targets, dtype=torch.float64).reshape(len(targets), -1)
         if targets.shape[1] != self.n_outputs:
             raise ValueError(f"task '{self.name}': targets have {targets.shape[1]} columns, expected {self.n_outputs}")
-        finite = targets[valid_rows(targets)].to(self.standardizer.mean.device)
+        usable = valid_rows(targets)
+        if self._needs_positive_truth:
+            usable &= (targets > 0).all(1)
+        finite = targets[usable].to(self.standardizer.mean.device)
         if len(finite) < 2:
             raise ValueError(f"task '{self.name}': need >= 2 valid training targets to fit (not NaN, inf or a fill "
-                             f"value above 9e9), got {len(finite)} of {len(targets)}")
-        self.standardizer.fit(finite)
+                             f"value above 9e9{', and > 0' if self._needs_positive_truth else ''}), got "
+                             f"{len(finite)} of {len(targets)}")
+        self.standardizer.fit(self._to_standardized_space(finite))
         if self.reweighting is not None:
             self.reweighting.fit(finite)
 
@@ -100,7 +115,8 @@ class RegressionTarget(nn.Module):
         self._check_head(head_out)
         valid = self.valid(batch)
         target = self.target(batch)
-        safe_target = torch.where(valid[:, None], target, self.standardizer.mean.to(target.dtype))
+        safe_value = self._from_standardized_space(self.standardizer.mean)  # a valid truth for the skipped rows
+        safe_target = torch.where(valid[:, None], target, safe_value.to(target.dtype))
         per_sample = self._unweighted_loss(head_out.float(), safe_target, batch, valid)
         if self.reweighting is not None:
             self.standardizer.require_fitted()
@@ -109,7 +125,22 @@ class RegressionTarget(nn.Module):
 
     def _unweighted_loss(self, head_out: Tensor, safe_target: Tensor, batch: Batch, valid: Tensor) -> Tensor:
         """(B,) loss before reweighting; targets of invalid rows are already replaced by safe values."""
-        return per_sample_loss(self.cfg.loss, head_out, self.standardizer.standardize(safe_target), self.cfg.beta)
+        if self.cfg.loss in RELATIVE_LOSSES:
+            pred = self._physical(head_out[:, : self.n_outputs])
+            return relative_loss(self.cfg, pred, safe_target.double()).float()
+        target_z = self.standardizer.standardize(self._to_standardized_space(safe_target))
+        return per_sample_loss(self.cfg, head_out, target_z)
+
+    def _to_standardized_space(self, physical: Tensor) -> Tensor:
+        """What the standardizer sees: log of the physical values with log_target, else the values themselves."""
+        return physical.double().log() if self.cfg.log_target else physical
+
+    def _from_standardized_space(self, values: Tensor) -> Tensor:
+        return values.exp() if self.cfg.log_target else values
+
+    def _physical(self, mean_z: Tensor) -> Tensor:
+        """Standardized means (B, n) -> predictions in physical units (float64)."""
+        return self._from_standardized_space(self.standardizer.destandardize(mean_z))
 
     def _check_head(self, head_out: Tensor) -> None:
         if head_out.ndim != 2 or head_out.shape[1] != self.head_dim:
@@ -118,14 +149,17 @@ class RegressionTarget(nn.Module):
     def predict(self, head_out: Tensor) -> Tensor:
         """(B, n_outputs) predictions in physical units (float64)."""
         self._check_head(head_out)
-        return self.standardizer.destandardize(head_out[:, : self.n_outputs])
+        return self._physical(head_out[:, : self.n_outputs])
 
     def predict_sigma(self, head_out: Tensor) -> Tensor:
-        """(B, n_outputs) predicted standard deviation in physical units (gaussian_nll only)."""
-        if self.cfg.loss != "gaussian_nll":
-            raise ValueError(f"task '{self.name}': predict_sigma needs loss: gaussian_nll (got {self.cfg.loss})")
+        """(B, n_outputs) predicted standard deviation in physical units (gaussian_nll / beta_nll); with
+        log_target the predicted sigma of log E times the predicted E (to first order)."""
+        if not self.predicts_sigma:
+            raise ValueError(f"task '{self.name}': predict_sigma needs loss gaussian_nll or beta_nll "
+                             f"(got {self.cfg.loss})")
         self.standardizer.require_fitted()
-        return (0.5 * head_out[:, self.n_outputs :].double()).exp() * self.standardizer.scale
+        sigma = (0.5 * head_out[:, self.n_outputs :].double()).exp() * self.standardizer.scale
+        return sigma * self.predict(head_out) if self.cfg.log_target else sigma
 
     # --- metrics -----------------------------------------------------------------------------------
     def residuals(self, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
