@@ -188,30 +188,37 @@ def submit_slurm(plan: PredictionPlan, options: PredictOptions) -> tuple[list[st
 
 
 def run_local(plan: PredictionPlan, options: PredictOptions) -> int:
-    """Run the tasks one after the other on this machine, then the merge; returns the merge's exit status
-    (1 when a task failed and the merge did not run)."""
+    """Run the tasks one after the other on this machine, then the merge when every task succeeded; returns
+    0 when the merge succeeded, else 1 (a task failed, or the merge step found failed inputs)."""
     from submitit import LocalExecutor
 
     tasks, merge = _jobs(plan, options)
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     params = {"timeout_min": local_timeout_min(plan.slurm.time), "tasks_per_node": 1,
               "gpus_per_node": 0 if options.cpu_procs else 1, "signal_delay_s": plan.slurm.signal_delay_s}
-    failed = []
-    with held_submit_lock(plan.layout, f"predictions into {plan.out_dir}", f"{plan.layout.jobs}"):
+
+    def run(job: CommandJob, kind: str) -> Any:
+        executor = LocalExecutor(folder=plan.layout.logs)
+        executor.update_parameters(**params)
+        local = executor.submit(job)
+        _record(plan, local.job_id, kind, "local")
+        local.wait()
+        return local
+
+    with held_submit_lock(plan.layout, f"predictions into {plan.out_dir}", str(plan.layout.jobs)):
         _claim(plan)
-        for index, job in enumerate([*tasks, merge]):
-            if index == len(tasks) and failed:
-                break
-            executor = LocalExecutor(folder=plan.layout.logs)
-            executor.update_parameters(**params)
-            local = executor.submit(job)
-            _record(plan, local.job_id, "predict" if index < len(tasks) else "merge", "local")
-            local.wait()
-            if local.exception() is not None:
-                failed.append(f"{'task ' + str(index) if index < len(tasks) else 'the merge'} ({local.paths.stderr})")
-    if failed:
-        print(f"failed: {', '.join(failed)}", flush=True)
-    return 1 if failed else 0
+        failed = [f"{index} ({local.paths.stderr})" for index, local in enumerate(run(t, "predict") for t in tasks)
+                  if local.exception() is not None]
+        if failed:
+            print(f"task(s) {', '.join(failed)} failed; the merge did not run; submit again to predict the files "
+                  "still missing", flush=True)
+            return 1
+        local = run(merge, "merge")
+    if local.exception() is not None:
+        print(f"the merge step exited non-zero: input files failed, named below (log: {local.paths.stderr})",
+              flush=True)
+        return 1
+    return 0
 
 
 def summary_lines(out_dir: Path) -> list[str]:
