@@ -21,7 +21,8 @@ from jobs.run_paths import RunPaths
 from jobs.time_limits import check_time_limit
 from lib.config import ConfigError, RegressorConfig, SlurmConfig, load_resolved
 from lib.data.files import DataError, expand_inputs, has_glob
-from lib.io.prediction_records import completed_inputs, file_sha256, output_names
+from lib.io.checksum import file_sha256
+from lib.io.prediction_records import completed_inputs, output_names
 from lib.io.run_files import CONFIG_NAME
 
 MODEL_FORMATS = ("checkpoint", "onnx")

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import torch
 
 from lib.config import ConfigError, NormalizationConfig, RegressorConfig, load_resolved
+from lib.data.branches import reconstruction_branches
 from lib.data.build import prediction_loader
 from lib.data.files import SUFFIXES, DataError, expand_inputs, for_flags, has_glob
 from lib.data.stream import RAW_INPUTS
@@ -42,10 +43,10 @@ from lib.evaluation.inference import FIDUCIAL_POSITION, PredictionCollector, quo
 from lib.evaluation.prediction_files import PredictionFileError, write_regression_predictions
 from lib.evaluation.prediction_jobs import summarize
 from lib.evaluation.prediction_model import CheckpointModel, OnnxModel, PredictionModel, PredictionModelError
-from lib.data.branches import reconstruction_branches
+from lib.io.checksum import file_sha256
 from lib.io.exit_codes import USAGE_ERROR_EXIT_CODE
 from lib.io.prediction_records import (
-    DONE, FAILED, InputRecord, completed_inputs, file_sha256, output_names, write_record,
+    DONE, FAILED, InputRecord, completed_inputs, output_names, write_record,
 )
 from lib.recipes.finetune import build_regressor, passthrough_columns
 from lib.tasks import by_output

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -34,7 +33,6 @@ SUMMARY_NAME = "summary.json"
 DONE, FAILED, SKIPPED, MISSING = "done", "failed", "skipped", "missing"
 """Statuses: DONE and FAILED in records; the manifest adds SKIPPED (complete before this submission) and
 MISSING (no record: the input was never reached)."""
-_HASH_BLOCK = 1 << 22
 
 
 def output_name(input_path: str | os.PathLike) -> str:
@@ -53,15 +51,6 @@ def output_names(inputs: list[str]) -> dict[str, str]:
                              "different output folders, or rename one of them")
         owner[name], names[path] = path, name
     return names
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
