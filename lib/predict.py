@@ -67,7 +67,11 @@ def load_model(path: Path, fmt: str, device: str, data: dict[str, str] | None = 
     if fmt == "onnx":
         model = OnnxModel(path)
         norm = model.description["normalization"]
-        cfg = RegressorConfig(normalization=NormalizationConfig(**norm) if norm else NormalizationConfig())
+        try:
+            cfg = RegressorConfig(normalization=NormalizationConfig(**norm) if norm else NormalizationConfig())
+        except ValueError as err:  # pydantic's ValidationError
+            raise PredictionModelError(f"{path}: the normalization in its metadata is not one lib.normalization "
+                                       f"reads ({err.errors()[0]['msg']}); re-export the model") from err
     else:
         config, weights = evaluation_weights(path)
         if config.get("tasks") is None:

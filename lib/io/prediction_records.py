@@ -71,6 +71,7 @@ class InputRecord:
     finished: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict."""
         return dataclasses.asdict(self)
 
 

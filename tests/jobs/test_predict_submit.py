@@ -6,13 +6,16 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from jobs.knobs import PREDICT_KNOBS, PredictOptions, resolve_knobs
 from jobs.predict_plans import default_tag, plan_predictions
-from jobs.predict_submit import run_local
+from jobs.predict_submit import CommandJob, run_local
+from lib import predict
 from tests.fixtures_e2e import e2e_data, one_thread, reg_checkpoint  # noqa: F401 (fixtures)
 from tests.jobs.predict_helpers import REPO, model_in_run, planned_tasks, read, stamps
 
@@ -118,7 +121,8 @@ def test_predictions_of_another_model_are_refused_unless_forced(model, shard_dir
     other.write_bytes(model.read_bytes() + b"\0")  # another file, another sha256
     out_dir = tmp_path / "shared"
     env = {"OUT_DIR": str(out_dir), "FILES_PER_TASK": "3"}
-    assert submit(["predict", str(model), str(shard_dir / "shard_0.root")], env)[0] == 0
+    first = ["--checkpoint", str(model), "--input", str(shard_dir / "shard_0.root"), "--out-dir", str(out_dir)]
+    assert predict.main(first) == 0  # what a task of an earlier array leaves
     code, _, err = submit(["predict", str(other), str(shard_dir / "shard_0.root")], {**env, "DRY_RUN": "1"})
     assert code == 2 and "holds predictions of another model for 1 input file(s)" in err and "FORCE=1" in err
     code, out, _ = submit(["predict", str(other), str(shard_dir / "shard_0.root")],
@@ -143,3 +147,27 @@ def test_the_submission_does_not_import_torch(model, shard_dir):
              "assert code == 0, code; assert 'torch' not in sys.modules, 'torch was imported'")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_task_asked_to_checkpoint_stops_its_command_and_hands_back_a_fresh_copy(tmp_path):
+    job = CommandJob(["-c", "import time; time.sleep(120)"], str(tmp_path), 1)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            job()
+        except RuntimeError as err:  # the stopped command's status (submitit requeues before it matters)
+            errors.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while job._process is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process = job._process
+    resubmission = job.checkpoint()
+    thread.join(30)
+    assert process.poll() is not None and not thread.is_alive() and "exited with status" in str(errors[0])
+    fresh = resubmission.function
+    assert isinstance(fresh, CommandJob) and fresh is not job
+    assert (fresh.arguments, fresh.workdir, fresh.cpu_threads) == (job.arguments, job.workdir, 1)
