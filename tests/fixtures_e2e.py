@@ -88,6 +88,8 @@ def isolate_run(patch: pytest.MonkeyPatch, plots: bool = False) -> None:
     if not plots:
         patch.setattr(lib.plots, "plot_learning_curves", lambda *args, **kwargs: [])
         patch.setattr(lib.plots, "make_regression_plots", lambda *args, **kwargs: [])
+        patch.setattr(lib.plots, "plot_energy_resolution", lambda *args, **kwargs: [])
+        patch.setattr(lib.plots, "plot_worst_events", lambda *args, **kwargs: [])
 
 
 @pytest.fixture

@@ -364,6 +364,9 @@ class RegressorTrainingConfig(TrainingConfig):
     emiAng / emiVec / xyzVTX are reconstructed, not true. Refused unless set."""
 
 
+ResolutionEstimator = Literal["w68", "gaussian_core", "sigma_eff"]
+
+
 class FiducialConfig(Section):
     """A box in the inner-face coordinates u, v, w (cm): |u| <= u_max, |v| <= v_max, w_min <= w <= w_max.
     The defaults are MEG II's fiducial volume (xectools kXECFiducialUMax/VMax/WMin/WMax)."""
@@ -386,6 +389,14 @@ class EvaluationConfig(Section):
 
     fiducial: FiducialConfig = FiducialConfig()
     """Resolutions are quoted for all events and for those whose uvwTruth lies inside this volume."""
+    resolution_estimator: ResolutionEstimator = "w68"
+    """Width quoted as `<output>_<estimator>` beside w68 and used for the energy-resolution fit: w68 (half the
+    central 68.27 % interval), gaussian_core (sigma of a Gaussian fitted to the core) or sigma_eff (half the
+    smallest interval holding 68.27 %)."""
+    resolution_bins: int = Field(10, ge=4)
+    """Equally populated bins of the true energy in which sigma_E / E is measured for the resolution fit."""
+    worst_events: int = Field(3, ge=0)
+    """Event displays of this many events with the largest residuals per task (plots/worst_events; 0: none)."""
 
 
 class RegressorConfig(RunConfig):

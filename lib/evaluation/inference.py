@@ -12,9 +12,11 @@ from torch import nn
 from lib.config.schema import FiducialConfig
 from lib.data.branches import MC_TRUTH_BRANCHES, is_real_data, reconstruction_branches
 from lib.data.stream import RAW_INPUTS
+from lib.evaluation.calibration import calibration_metrics
 from lib.evaluation.classical import ClassicalBaseline
 from lib.evaluation.fiducial import inside_fiducial
-from lib.tasks import gather_arrays, resolution_metrics
+from lib.evaluation.resolution_estimators import ESTIMATORS
+from lib.tasks import gather_arrays, resolution_metrics, valid_rows
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +136,12 @@ class PredictionCollector:
         return result
 
     def metrics(self, result: Mapping[str, Any], source: str = "pred") -> dict[str, float]:
-        """Resolution metrics of `result[source]` ("pred" or "baseline") against its truth."""
-        return resolution_metrics(self.tasks, result["truth"], result[source])
+        """Resolution metrics of `result[source]` ("pred" or "baseline") against its truth, with the
+        calibration of the predicted sigma (lib.evaluation.calibration) for "pred"."""
+        metrics = resolution_metrics(self.tasks, result["truth"], result[source])
+        if source == "pred":
+            metrics.update(calibration_metrics(self.tasks, result["truth"], result["pred"], result["sigma"]))
+        return metrics
 
 
 @torch.no_grad()
@@ -163,19 +169,42 @@ def _rows(values: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, np.nd
     return {name: array[mask] for name, array in values.items()}
 
 
-def quoted_metrics(tasks: Mapping[str, Any], result: Mapping[str, Any], cfg: FiducialConfig) -> dict[str, Any]:
+def quoted_metrics(tasks: Mapping[str, Any], result: Mapping[str, Any], cfg: FiducialConfig,
+                   estimator: str = "w68") -> dict[str, Any]:
     """What metrics.json quotes: the resolutions of the regressor and the baseline over all events
     ("regressor", "baseline") and over the events inside the fiducial volume ("regressor_fiducial",
-    "baseline_fiducial"; left out without uvwTruth), and the event counts ("events")."""
+    "baseline_fiducial"; left out without uvwTruth), and the event counts ("events"). A width `estimator`
+    other than w68 adds `<output>_<estimator>`; tasks that predict sigma add their calibration to the
+    regressor's sections (lib.evaluation.calibration)."""
     truth, n = result["truth"], len(result["run"])
-    metrics: dict[str, Any] = {"regressor": resolution_metrics(tasks, truth, result["pred"]),
-                               "baseline": resolution_metrics(tasks, truth, result["baseline"])}
     inside = fiducial_mask(result, cfg)
-    metrics["events"] = {"all": n, "fiducial": None if inside is None else int(inside.sum())}
+    metrics: dict[str, Any] = {"events": {"all": n, "fiducial": None if inside is None else int(inside.sum())}}
     if inside is None:
         log.warning("no %s in the evaluated files: resolutions are quoted for all events only", FIDUCIAL_POSITION)
-        return metrics
-    inside_truth = _rows(truth, inside)
-    for source, section in (("pred", "regressor_fiducial"), ("baseline", "baseline_fiducial")):
-        metrics[section] = resolution_metrics(tasks, inside_truth, _rows(result[source], inside))
+    selections = {"": np.ones(n, bool)} if inside is None else {"": np.ones(n, bool), "_fiducial": inside}
+    for suffix, rows in selections.items():
+        selected_truth = _rows(truth, rows)
+        for source, section in (("pred", "regressor"), ("baseline", "baseline")):
+            selected = _rows(result[source], rows)
+            metrics[section + suffix] = {**resolution_metrics(tasks, selected_truth, selected),
+                                         **estimated_widths(tasks, selected_truth, selected, estimator)}
+        metrics["regressor" + suffix].update(calibration_metrics(tasks, selected_truth, _rows(result["pred"], rows),
+                                                                 _rows(result["sigma"], rows)))
     return metrics
+
+
+def estimated_widths(tasks: Mapping[str, Any], truth: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
+                     estimator: str) -> dict[str, float]:
+    """`<output>_<estimator>`: the width of each output's residual by `estimator` (nothing for w68, which
+    resolution_metrics quotes already)."""
+    if estimator == "w68":
+        return {}
+    widths: dict[str, float] = {}
+    for name, task in tasks.items():
+        if name not in pred:
+            continue
+        keep = valid_rows(truth[name]) & np.isfinite(pred[name]).all(1)
+        residuals = task.residuals(np.asarray(pred[name][keep], np.float64), np.asarray(truth[name][keep], np.float64))
+        widths.update({f"{output}_{estimator}": ESTIMATORS[estimator](residuals[:, i])
+                       for i, output in enumerate(task.output_names)})
+    return widths

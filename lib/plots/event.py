@@ -165,11 +165,12 @@ def plot_event_display(
     out_path: str | os.PathLike,
     mae: Mapping[str, np.ndarray] | None = None,
     mae_metadata: Mapping[str, Any] | None = None,
+    title: str | None = None,
 ) -> Path:
     """PNG of one event (`read_event` output): npho (log colour) and time per face; with an MAE
     entry (`mae`: one entry of each branch of an MAE prediction file, `mae_metadata`: its
     metadata) also the mask, the predicted channels and pred - input on masked sensors
-    (physical values, as the file holds them)."""
+    (physical values, as the file holds them). `title` replaces the default one (run and event numbers)."""
     rows = display_rows(event, mae, mae_metadata)
     saved: list[Path] = []
     layout = {"nrows": len(rows), "ncols": len(FACE_NAMES), "squeeze": False, "figsize": (24, 3.2 * len(rows))}
@@ -183,5 +184,5 @@ def plot_event_display(
         for ax in axes[:-1].flat:
             ax.set_xlabel("")
         ids = ", ".join(f"{key} {event[key]}" for key in ("run", "event") if key in event)
-        fig.suptitle(f"event display ({ids})" if ids else "event display")
+        fig.suptitle(title or (f"event display ({ids})" if ids else "event display"))
     return saved[0]

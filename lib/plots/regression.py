@@ -14,6 +14,7 @@ from matplotlib.colors import LogNorm
 
 from lib.config import TASK_SPECS
 from lib.plots.history import plot_learning_curves
+from lib.plots.reliability import plot_reliability
 from lib.plots.style import figure
 from lib.evaluation.prediction_files import read_predictions, regression_outputs
 from lib.tasks.metrics import CENTRAL_FRACTION_PCT, half_width_68, residual_summary
@@ -186,6 +187,7 @@ def make_regression_plots(
         *plot_residuals(arrays, metadata, out_dir),
         *plot_resolution_vs(arrays, metadata, out_dir),
         *plot_pred_vs_truth(arrays, metadata, out_dir),
+        *plot_reliability(arrays, metadata, out_dir),
     ]
     if history:
         saved += plot_learning_curves(history, out_dir, _headline_metrics(history))

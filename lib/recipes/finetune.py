@@ -23,6 +23,8 @@ from lib.evaluation.fiducial import inside_fiducial
 from lib.evaluation.inference import (
     FIDUCIAL_POSITION, PredictionCollector, collect_predictions, fiducial_mask, fit_baseline, quoted_metrics,
 )
+from lib.evaluation.resolution_fit import energy_resolution_report, report_summary, summary_metrics
+from lib.evaluation.worst_events import read_raw_events, worst_events
 from lib.models.regressor import Regressor
 from lib.normalization import describe
 from lib.tasks import SELECTED, TaskBalancer, build_tasks, by_output
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.json"
 TRANSFER_REPORT_NAME = "pretrained_encoder.json"
+WORST_EVENTS_NAME = "worst_events.json"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -155,7 +158,7 @@ def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, r
     _, weights = evaluation_weights(checkpoint)
     model = build_regressor(cfg).to(device)
     model.load_state_dict(weights)
-    raw = RAW_INPUTS if cfg.baseline.enabled else ()  # the baseline reads the raw inputs
+    raw = RAW_INPUTS if cfg.baseline.enabled or cfg.evaluation.worst_events else ()  # baseline, event displays
     val_loader = build_loader(cfg, "val", 0, 1, extras=raw)
     baseline = None
     if cfg.baseline.enabled:
@@ -163,7 +166,8 @@ def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, r
         baseline = fit_baseline(train_loader, cfg.baseline.fit_events, cfg.baseline)
     tasks = dict(model.tasks.items())
     result = collect_predictions(model, val_loader, device, baseline)
-    metrics = quoted_metrics(tasks, result, cfg.evaluation.fiducial)
+    metrics = quoted_metrics(tasks, result, cfg.evaluation.fiducial, cfg.evaluation.resolution_estimator)
+    metrics["energy_resolution"] = resolution_studies(cfg, tasks, result, val_loader, run_dir)
     atomic_write_text(run_dir / METRICS_NAME, json.dumps(metrics, indent=1))
     pred_file = write_regression_predictions(
         run_dir / "predictions" / "predictions_val.root", run=result["run"], event=result["event"],
@@ -176,6 +180,24 @@ def evaluate_run(cfg: RegressorConfig, device: torch.device, checkpoint: Path, r
     make_regression_plots(pred_file, run_dir / "plots", load_history(history_file) if history_file.exists() else None)
     _log_headline(metrics["regressor"], metrics["baseline"])
     return metrics
+
+
+def resolution_studies(cfg: RegressorConfig, tasks: dict[str, Any], result: dict[str, Any], val_loader: Any,
+                       run_dir: Path) -> dict[str, Any]:
+    """The energy-resolution fits (plot, and the metrics.json section returned) and the event displays of the
+    worst-reconstructed events (plots/worst_events, worst_events.json) of a final evaluation."""
+    from lib.plots import plot_energy_resolution, plot_worst_events
+
+    evaluation = cfg.evaluation
+    report = energy_resolution_report(result, fiducial_mask(result, evaluation.fiducial),
+                                      evaluation.resolution_estimator, evaluation.resolution_bins)
+    plot_energy_resolution(report, evaluation.resolution_estimator, run_dir / "plots")
+    worst = worst_events(tasks, result, evaluation.worst_events)
+    if worst:
+        raw = read_raw_events(val_loader, {w.row for w in worst})
+        plot_worst_events(worst, raw, run_dir / "plots" / "worst_events")
+        atomic_write_text(run_dir / WORST_EVENTS_NAME, json.dumps([dataclasses.asdict(w) for w in worst], indent=1))
+    return report_summary(report, evaluation.resolution_estimator)
 
 
 def finish(cfg: RegressorConfig, dist: DistInfo, result: dict[str, Any], task: FinetuneTask,
@@ -194,6 +216,7 @@ def finish(cfg: RegressorConfig, dist: DistInfo, result: dict[str, Any], task: F
     prefixes = {"regressor": "final", "baseline": "baseline", "regressor_fiducial": "final_fiducial",
                 "baseline_fiducial": "baseline_fiducial"}
     flat = {f"{prefix}/{k}": v for section, prefix in prefixes.items() for k, v in metrics.get(section, {}).items()}
+    flat.update(summary_metrics(metrics["energy_resolution"]))
     tracker.log_metrics(flat, result["global_step"])
     tracker.log_artifacts([run_dir / METRICS_NAME, run_dir / "plots"])
     tracker.end("FINISHED")

@@ -106,6 +106,33 @@ def test_resolutions_are_quoted_for_all_events_and_inside_the_fiducial_volume(re
     assert run.data.metrics["final_fiducial/E_rel_w68_pct"] == pytest.approx(metrics["regressor_fiducial"]["E_rel_w68_pct"])
 
 
+def test_energy_resolution_fit_and_worst_events_of_the_final_evaluation(reg_run):
+    run_dir = reg_run[0]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    section = metrics["energy_resolution"]
+    assert section["estimator"] == "w68" and set(section) >= {"all", "fiducial"}
+    for selection in ("all", "fiducial"):
+        assert set(section[selection]) == {"regressor", "baseline"}
+        points = section[selection]["regressor"]["points"]
+        assert sum(points["events"]) == metrics["events"][selection] and len(points["energy_GeV"]) >= 4
+    fit = section["all"]["regressor"]["fit"]
+    assert fit is not None and all(np.isfinite(fit[term]) and fit[term] >= 0 for term in "abc")
+    run = mlflow_client(run_dir.parent).get_run((run_dir / MLFLOW_RUN_ID_NAME).read_text().strip())
+    assert run.data.metrics["energy_fit/all_regressor_a"] == pytest.approx(fit["a"])
+    assert (run_dir / "plots" / "energy_resolution_fit.png").is_file()
+
+    with uproot.open(run_dir / "predictions" / "predictions_val.root") as file:
+        tree = file["tree"].arrays(library="np")
+    worst = json.loads((run_dir / "worst_events.json").read_text())
+    energy = [entry for entry in worst if entry["task"] == "energy"]
+    assert len(energy) == 3 and {entry["task"] for entry in worst} == {"energy", "position"}
+    row = int(np.argmax(np.abs(tree["error_E"])))
+    assert (energy[0]["run"], energy[0]["event"]) == (tree["run"][row], tree["event"][row])
+    assert energy[0]["truth"]["E"] == pytest.approx(tree["truth_E"][row])
+    displays = sorted(p.name for p in (run_dir / "plots" / "worst_events").glob("*.png"))
+    assert displays == [f"{task}_{rank}.png" for task in ("energy", "position") for rank in (1, 2, 3)]
+
+
 def test_validation_and_final_evaluation_give_the_same_resolutions(reg_run):
     # one resolution computation: the best epoch's validation metrics (training_history.json) are those
     # of the final evaluation of best.pt (metrics.json) on the same events (the demo config keeps no EMA)
