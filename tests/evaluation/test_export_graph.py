@@ -126,3 +126,21 @@ def test_a_regressor_with_unfitted_targets_is_refused():
     model = build_regressor(load_config(REG_CONFIG, [], root=RegressorConfig))
     with pytest.raises(ExportError, match="task 'energy' cannot predict: .*not fitted"):
         RegressorGraph(model, NormalizationConfig())
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=pytest.mark.slow)])
+def test_a_log_energy_target_exports_energy_in_gev_with_its_sigma(fmt, tmp_path):
+    """tasks.energy.log_target: the graph holds the exp, so the export gives E (and sigma_E) in GeV."""
+    cfg = load_config(REG_CONFIG, ["tasks={energy: {loss: beta_nll, log_target: true}}"], root=RegressorConfig)
+    torch.manual_seed(0)
+    model = build_regressor(cfg)
+    model.tasks["energy"].fit(torch.empty(256, 1, dtype=torch.float64).uniform_(0.015, 0.06))
+    graph = RegressorGraph(model, cfg.normalization)
+    npho, time = with_dead_channels(*simulated_events(8))
+    summary, path = {}, tmp_path / f"model.{fmt}"
+    write_export(graph, fmt, path, export_metadata(graph, fmt, {}),
+                 verify=lambda tmp: summary.update(check_export(graph, fmt, tmp, npho, time)))
+    assert summary["passed"] and set(summary["outputs"]) == {"E", "sigma_E"}
+    outputs = load_exported_model(path)(npho, time)
+    assert ((outputs["E"] > 0.005) & (outputs["E"] < 0.2)).all(), outputs["E"]  # GeV, not log(GeV)
+    assert (outputs["sigma_E"] > 0).all()
