@@ -89,8 +89,17 @@ def task_loss(value: Any, key: str, old: OldFile) -> Outcome:
 
 task_loss_beta = _for_enabled_task(lambda value, key, old: lost(TASK_BETA_UNITS))
 task_weight = _for_enabled_task(lambda value, key, old: mapped({f"tasks.{new_task_name(key)}.weight": value}))
-task_log_transform = _for_enabled_task(
-    lambda value, key, old: dropped("off, as here") if not value else lost("targets are standardized, never logged"))
+
+
+@_for_enabled_task
+def task_log_transform(value: Any, key: str, old: OldFile) -> Outcome:
+    """log_transform: true -> tasks.energy.log_target (log E standardized, E predicted); other targets are not."""
+    if not value:
+        return dropped("off, as here")
+    name = new_task_name(key)
+    if name != "energy":
+        return lost(f"only energy has a log target here (tasks.energy.log_target); {name} is standardized as it is")
+    return mapped({"tasks.energy.log_target": True})
 
 
 def reweight_enabled(value: Any, key: str, old: OldFile) -> Outcome:

@@ -68,7 +68,7 @@ RESEARCH_KEYS: dict[str, Rule] = {
     "tasks.*.loss_fn": Rule("tasks.*.loss", conv.task_loss),
     "tasks.*.loss_beta": Rule(None, conv.task_loss_beta, about=conv.TASK_BETA_UNITS),
     "tasks.*.weight": Rule("tasks.*.weight", conv.task_weight),
-    "tasks.*.log_transform": Rule(None, conv.task_log_transform, about="targets are standardized, never logged"),
+    "tasks.*.log_transform": Rule("tasks.energy.log_target", conv.task_log_transform),
     "loss_balance": choice("training.task_balance", {"manual": "manual", "auto": "learned"}),
     "reweighting.*.enabled": Rule("tasks.*.reweight_bins", conv.reweight_enabled),
     "reweighting.*.nbins": Rule("tasks.*.reweight_bins", conv.reweight_bins),

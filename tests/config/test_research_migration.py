@@ -265,3 +265,10 @@ def test_migration_imports_no_torch_and_nothing_of_lib_but_config_and_io():
              "and not m.startswith(('lib.config', 'lib.io'))))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_a_log_transformed_energy_becomes_the_log_target_and_other_tasks_lose_it():
+    migration = migrated("tasks:\n  energy:\n    enabled: true\n    log_transform: true\n"
+                         "  uvwFI:\n    enabled: true\n    log_transform: true\n")
+    assert check_migrated(migration).tasks["energy"].log_target is True
+    assert outcome_of(migration, "tasks.uvwFI.log_transform").status == LOST
