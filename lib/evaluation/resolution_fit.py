@@ -2,8 +2,9 @@
 
 The relative residual (E_pred - E) / E is measured in equally populated bins of the true E (GeV) with the
 chosen estimator (lib.evaluation.resolution_estimators, bootstrap errors) and fitted by weighted least squares
-in quadrature: sqrt(a^2 / E + b^2 + c^2 / E^2), a, b, c >= 0 (a in sqrt(GeV): stochastic, b: constant,
-c in GeV: noise). Parameter errors come from the fit covariance (absolute errors), with chi2 / ndof beside them.
+in quadrature: sqrt(a^2 / E + b^2 + c^2 / E^2) (a in sqrt(GeV): stochastic, b: constant, c in GeV: noise).
+The fit's parameters are the squares a^2, b^2, c^2 >= 0; their errors come from the fit covariance (absolute
+errors) and are quoted on a, b, c (see `_term_and_error`), with chi2 / ndof beside them.
 """
 from __future__ import annotations
 
@@ -61,9 +62,18 @@ def relative_resolution(energy: np.ndarray, a: float, b: float, c: float) -> np.
     return np.sqrt(a**2 / energy + b**2 + c**2 / energy**2)
 
 
-def _bin_resolution(moments: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    """The width of each bin's mixture: sqrt(a^2 <1/E> + b^2 + c^2 <1/E^2>) from the bins' inverse moments."""
-    return np.sqrt(a**2 * moments[:, 0] + b**2 + c**2 * moments[:, 1])
+def _bin_resolution(moments: np.ndarray, a2: float, b2: float, c2: float) -> np.ndarray:
+    """The width of each bin's mixture, sqrt(a^2 <1/E> + b^2 + c^2 <1/E^2>), from the bins' inverse moments and
+    the squared terms (the fit's parameters: at a term's bound 0 its derivative does not vanish, so its error
+    stays meaningful)."""
+    return np.sqrt(a2 * moments[:, 0] + b2 + c2 * moments[:, 1])
+
+
+def _term_and_error(square: float, square_err: float) -> tuple[float, float]:
+    """A term and its error from its fitted square: sqrt(s), and sqrt(s + ds) - sqrt(s), the linear propagation
+    ds / (2 sqrt(s)) when the term is well measured and sqrt(ds), an upper 1-sigma reach, when it is at 0."""
+    term = float(np.sqrt(max(square, 0.0)))
+    return term, float(np.sqrt(max(square, 0.0) + square_err)) - term
 
 
 def binned_relative_resolution(true_energy: np.ndarray, pred_energy: np.ndarray, estimator: str,
@@ -94,14 +104,13 @@ def fit_resolution(points: BinnedResolution) -> ResolutionFit | None:
     if usable.sum() < len(TERMS) + 1:
         log.warning("energy resolution fit skipped: %d usable bins, need >= %d", usable.sum(), len(TERMS) + 1)
         return None
-    start = (float(np.median(width * np.sqrt(energy))) / 2, float(width.min()) / 2, float(np.median(width * energy)) / 2)
-    values, covariance = curve_fit(_bin_resolution, moments, width, p0=start, sigma=error, absolute_sigma=True,
-                                   bounds=(0.0, np.inf))
-    errors = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
-    chi2 = float((((width - _bin_resolution(moments, *values)) / error) ** 2).sum())
-    (a, b, c), (a_err, b_err, c_err) = values, errors
-    return ResolutionFit(float(a), float(a_err), float(b), float(b_err), float(c), float(c_err), chi2,
-                         int(usable.sum() - len(TERMS)))
+    start = (float(np.median(width**2 * energy)) / 3, float(width.min()) ** 2 / 3, float(np.median(width * energy)) ** 2 / 3)
+    squares, covariance = curve_fit(_bin_resolution, moments, width, p0=start, sigma=error, absolute_sigma=True,
+                                    bounds=(0.0, np.inf))
+    square_errors = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    chi2 = float((((width - _bin_resolution(moments, *squares)) / error) ** 2).sum())
+    (a, a_err), (b, b_err), (c, c_err) = (_term_and_error(*pair) for pair in zip(squares, square_errors))
+    return ResolutionFit(a, a_err, b, b_err, c, c_err, chi2, int(usable.sum() - len(TERMS)))
 
 
 def energy_resolution_fits(true_energy: np.ndarray, predictions: Mapping[str, np.ndarray],

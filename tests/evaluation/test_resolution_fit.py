@@ -65,6 +65,15 @@ def test_the_fit_recovers_known_a_b_c_within_errors(estimator, seed):
     assert fit.ndof == 9 and fit.chi2 < 30
 
 
+def test_a_term_that_is_not_there_fits_to_zero_with_a_usable_error():
+    rng = np.random.default_rng(2)
+    energy = rng.uniform(0.01, 0.1, 60_000)
+    pred = energy * (1 + relative_resolution(energy, A, B, 0.0) * rng.standard_normal(energy.size))
+    fit = fit_resolution(binned_relative_resolution(energy, pred, "w68", 12))
+    assert fit.c < 3 * fit.c_err < 3 * C  # compatible with 0, and the error still says how far c could be
+    assert abs(fit.a - A) < 3 * fit.a_err and abs(fit.b - B) < 3 * fit.b_err
+
+
 def test_the_fit_sees_a_worse_detector():
     energy, pred = _events(0)
     worse = energy * (1 + (pred / energy - 1) * 2)  # every resolution term doubled
