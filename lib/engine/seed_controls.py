@@ -1,4 +1,5 @@
-"""What a run seeded from checkpoint.resume_from takes from its seed: checkpoint.{reset_epoch, refresh_lr, new_mlflow_run}.
+"""What a run seeded from checkpoint.resume_from takes from its seed (checkpoint.reset_epoch, refresh_lr,
+new_mlflow_run).
 
 A seed is a checkpoint of another run directory that starts this run (`CheckpointManager.seeded_from`).
 Without controls the run continues the seed's training exactly, in a new MLflow run tagged with its parent.
@@ -53,7 +54,7 @@ class SeedControls:
 
     @property
     def fresh_schedule(self) -> bool:
-        """Whether the seeded run starts a new learning-rate schedule (and takes the optimizer settings from the config)."""
+        """Whether the seeded run starts a new learning-rate schedule (with the optimizer settings of the config)."""
         return self.reset_epoch or self.refresh_lr
 
     @property

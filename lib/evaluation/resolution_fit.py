@@ -104,9 +104,13 @@ def fit_resolution(points: BinnedResolution) -> ResolutionFit | None:
     if usable.sum() < len(TERMS) + 1:
         log.warning("energy resolution fit skipped: %d usable bins, need >= %d", usable.sum(), len(TERMS) + 1)
         return None
-    start = (float(np.median(width**2 * energy)) / 3, float(width.min()) ** 2 / 3, float(np.median(width * energy)) ** 2 / 3)
-    squares, covariance = curve_fit(_bin_resolution, moments, width, p0=start, sigma=error, absolute_sigma=True,
-                                    bounds=(0.0, np.inf))
+    start = [float(np.median(width**2 * energy)), float(width.min()) ** 2, float(np.median(width * energy)) ** 2]
+    try:
+        squares, covariance = curve_fit(_bin_resolution, moments, width, p0=np.array(start) / 3, sigma=error,
+                                        absolute_sigma=True, bounds=(0.0, np.inf))
+    except (RuntimeError, ValueError) as err:
+        log.warning("energy resolution fit failed: %s", err)
+        return None
     square_errors = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     chi2 = float((((width - _bin_resolution(moments, *squares)) / error) ** 2).sum())
     (a, a_err), (b, b_err), (c, c_err) = (_term_and_error(*pair) for pair in zip(squares, square_errors))
