@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+from lib.engine.tracking_store import ensure_sqlite_store
 from lib.io.atomic import atomic_write_text
 from lib.io.run_files import MLFLOW_RUN_ID_NAME, MLFLOW_SPOOL_NAME
 
@@ -199,6 +200,7 @@ class TrackingWorker(threading.Thread):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            ensure_sqlite_store(self.target.tracking_uri)
             self._client = MlflowClient(tracking_uri=self.target.tracking_uri)
         if self.run_id is not None:
             try:

@@ -69,11 +69,13 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], what: str = "file") -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], what: str = "file",
+                 replace: bool = True) -> Path:
     """Create or replace `path` with what `write(tmp)` writes into the temporary file `tmp`.
 
     The parent directory is created when missing. Returns the path written. `what` names the
     content in the DiskFullError raised when the disk or quota is full (e.g. "checkpoint").
+    `replace=False` only creates: FileExistsError (and nothing changed) when `path` exists by then.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +86,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], what: s
         write(tmp)
         os.chmod(tmp, _FILE_MODE)
         _fsync_path(tmp)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            tmp.unlink()
     except BaseException as error:
         disk_full = _disk_full(error, path, tmp, what)
         tmp.unlink(missing_ok=True)

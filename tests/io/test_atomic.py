@@ -65,3 +65,12 @@ def test_other_failures_pass_through_unchanged(tmp_path, error):
     with pytest.raises(type(error)) as caught:
         atomic_write(tmp_path / "a.json", write)
     assert caught.value is error and temporary_files(tmp_path) == []
+
+
+def test_create_only_never_replaces_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "store.db"
+    atomic_write(path, lambda tmp: tmp.write_text("first"), replace=False)
+    with pytest.raises(FileExistsError):
+        atomic_write(path, lambda tmp: tmp.write_text("second"), replace=False)
+    assert path.read_text() == "first"
+    assert temporary_files(tmp_path) == []
