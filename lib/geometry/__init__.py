@@ -23,8 +23,8 @@ The models use the coarse and dense grids, one cell per sensor.
 Top/bottom faces are hexagonal: rows of HEX_ROW_LENGTHS PMTs with consecutive
 ids, in the half-planes phi = +117.24 / -117.24 deg. HEX_NEIGHBORS slots are
 (left, right, row-below a, row-below b, row-above a, row-above b), -1 = none.
-face_neighbours() (lib.geometry.neighbours) is every sensor's same-face neighbourhood: grid rings,
-both outer grids joined, the hex graph; (4760, K) nearest first, padded with NO_NEIGHBOUR = -1.
+face_neighbours() (lib.geometry.neighbours) is every sensor's same-face neighbourhood (touching grid
+cells, the outer face on its fine grid, the hex graph); (4760, K) padded with NO_NEIGHBOUR = -1.
 
 All numpy arrays are read-only constants of the nominal layout computed at import
 (lib.geometry.sensors), proven against the research code's table to 0.01 cm. An as-built

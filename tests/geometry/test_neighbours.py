@@ -1,59 +1,66 @@
-"""The same-face neighbour map: grid rings on the rectangular faces (both outer grids), the hex graph on top and
-bottom, symmetric, nearest first."""
+"""Same-face neighbours: grid cells that touch, the hex graph, the outer face's coarse grid and dense patch."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from lib import geometry as geo
-from lib.geometry.neighbours import NO_NEIGHBOUR, face_neighbours
-
-TABLE = face_neighbours()
+from lib.geometry.neighbours import face_neighbours, neighbour_rings
 
 
-def neighbours_of(sensor: int) -> list[int]:
-    return [int(other) for other in TABLE[sensor] if other != NO_NEIGHBOUR]
+def neighbour_set(sensor: int) -> set[int]:
+    row = face_neighbours()[sensor]
+    return set(row[row >= 0].tolist())
 
 
-def test_shape_padding_and_read_only():
-    assert TABLE.shape[0] == geo.N_SENSORS and TABLE.dtype == np.int64 and not TABLE.flags.writeable
-    real = TABLE != NO_NEIGHBOUR
-    assert np.all(np.diff(real.astype(int), axis=1) <= 0)  # the neighbours first, then the padding
-    assert real.sum(axis=1).min() == 2 and real[:, -1].any()  # a hex corner has 2; the widest row fills K
-
-
-def test_neighbours_are_on_the_same_face_distinct_and_symmetric():
-    pairs = {(sensor, other) for sensor in range(geo.N_SENSORS) for other in neighbours_of(sensor)}
-    assert all(geo.SENSOR_FACE[a] == geo.SENSOR_FACE[b] and a != b for a, b in pairs)
-    assert all((b, a) in pairs for a, b in pairs)
-    assert all(len(set(neighbours_of(s))) == len(neighbours_of(s)) for s in range(geo.N_SENSORS))
+def test_neighbours_are_symmetric_on_the_same_face_and_never_the_sensor_itself():
+    table = face_neighbours()
+    assert table.shape[0] == geo.N_SENSORS and not table.flags.writeable
+    for sensor in range(geo.N_SENSORS):
+        others = neighbour_set(sensor)
+        assert sensor not in others and others
+        assert (geo.SENSOR_FACE[list(others)] == geo.SENSOR_FACE[sensor]).all()
+        assert all(sensor in neighbour_set(other) for other in others)
 
 
 @pytest.mark.parametrize("name", ["inner", "us", "ds"])
-def test_rectangular_faces_use_the_ring_of_eight(name):
-    ids = geo.grid_ids(name)
-    assert set(neighbours_of(ids[5, 3])) == set(ids[4:7, 2:5].ravel().tolist()) - {int(ids[5, 3])}
-    assert sorted(neighbours_of(ids[0, 0])) == sorted([ids[0, 1], ids[1, 0], ids[1, 1]])
+def test_rectangular_faces_use_the_surrounding_cells(name):
+    grid = geo.grid_ids(name)
+    height, width = grid.shape
+    assert neighbour_set(grid[2, 3]) == {grid[r, c] for r in (1, 2, 3) for c in (2, 3, 4)} - {grid[2, 3]}
+    assert neighbour_set(grid[0, 0]) == {grid[0, 1], grid[1, 0], grid[1, 1]}
+    assert neighbour_set(grid[height - 1, width - 1]) == {grid[-2, -1], grid[-1, -2], grid[-2, -2]}
 
 
 @pytest.mark.parametrize("face", ["top", "bottom"])
-def test_hexagonal_faces_use_the_hex_graph(face):
+def test_hex_faces_use_the_hex_graph(face):
     ids = geo.hex_ids(face)
     for local, row in enumerate(geo.HEX_NEIGHBORS):
-        assert sorted(neighbours_of(ids[local])) == sorted(ids[row[row >= 0]].tolist())
+        assert neighbour_set(ids[local]) == set(ids[row[row >= 0]].tolist())
 
 
 def test_outer_face_joins_the_coarse_grid_and_the_dense_patch():
-    coarse, dense = geo.grid_ids("outer_coarse"), geo.grid_ids("outer_dense")
-    in_patch = int(dense[2, 2])  # a coarse PMT that sits in the patch
-    assert in_patch == 4195 and {int(dense[1, 2]), int(dense[3, 1])} <= set(neighbours_of(in_patch))
-    assert {int(coarse[10, 4]), int(coarse[12, 4])} <= set(neighbours_of(in_patch))  # its coarse-grid ring
-    assert set(neighbours_of(int(dense[1, 1]))) == set(dense[0:3, 0:3].ravel().tolist()) - {int(dense[1, 1])}
-    assert sorted(neighbours_of(int(coarse[0, 0]))) == sorted([coarse[0, 1], coarse[1, 0], coarse[1, 1]])
+    coarse = geo.grid_ids("outer_coarse")
+    assert neighbour_set(coarse[0, 0]) == {coarse[0, 1], coarse[1, 0], coarse[1, 1]}
+    # coarse row 9 col 4 sits right above the patch's top row (4185, 4742, 4186, 4743, 4187)
+    assert neighbour_set(coarse[9, 4]) == {coarse[8, 3], coarse[8, 4], coarse[8, 5], coarse[9, 3], coarse[9, 5],
+                                           4742, 4186, 4743}
+    # a patch PMT in the patch's middle touches only patch PMTs, a corner one the coarse PMTs beside it
+    assert neighbour_set(4749) == {4744, 4745, 4746, 4194, 4195, 4203, 4751, 4204}
+    assert neighbour_set(4185) == {coarse[9, 2], coarse[9, 3], coarse[10, 2], 4742, 4744, 4745}
 
 
-def test_rows_are_sorted_nearest_first():
-    for sensor in range(0, geo.N_SENSORS, 7):
-        others = neighbours_of(sensor)
-        distance = np.linalg.norm(geo.POSITIONS[others] - geo.POSITIONS[sensor], axis=1)
-        assert np.all(np.diff(distance) >= -1e-6)
+def test_outer_rings_two_and_three_grow_outwards():
+    rings = neighbour_rings(3)
+    inner = geo.grid_ids("inner")
+    second = rings[1][inner[10, 10]]
+    assert set(second[second >= 0].tolist()) == {inner[r, c] for r in range(8, 13) for c in range(8, 13)
+                                                 if max(abs(r - 10), abs(c - 10)) == 2}
+    third = rings[2][inner[10, 10]]
+    assert (third >= 0).sum() == 24
+
+
+def test_depth_must_be_positive():
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        neighbour_rings(0)
+    assert np.array_equal(neighbour_rings(1)[0], face_neighbours())
