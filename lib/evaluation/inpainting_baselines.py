@@ -107,8 +107,8 @@ def position_branch_for(branches: Iterable[str], requested: str | None = None) -
         return next((name for name in POSITION_BRANCHES if name in branches), None)
     if requested not in branches:
         raise DataError(f"the solid_angle baseline needs the interaction-point branch {requested!r}, which the "
-                        f"input lacks (it has {sorted(branches)}); name another position branch (xyz, cm) or "
-                        "leave solid_angle out")
+                        f"input lacks (it has {sorted(branches)}); name another with --position-branch (x, y, z in cm) "
+                        "or leave solid_angle out (--baselines neighbour)")
     return requested
 
 
@@ -200,5 +200,5 @@ def build_baseline(name: str, branches: Iterable[str], position_branch: str | No
     if branch is None:
         raise DataError(f"the solid_angle baseline needs an interaction-point branch "
                         f"({' or '.join(POSITION_BRANCHES)}), which the input lacks (it has {branches}); "
-                        "name one as the position branch or leave solid_angle out")
+                        "name one with --position-branch or leave solid_angle out (--baselines neighbour)")
     return SolidAngleFiller(branch, sensors)

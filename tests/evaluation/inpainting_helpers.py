@@ -11,7 +11,7 @@ from lib.normalization import NormalizationConfig, normalize
 
 
 def make_batch(npho: np.ndarray, time: np.ndarray | None = None, **extra: np.ndarray) -> dict[str, torch.Tensor]:
-    """A loader-like batch (x, validity masks, raw inputs, run / event, `extra` columns) of raw npho / time (B, 4760)."""
+    """A loader-like batch (x, validity masks, raw inputs, run / event, `extra` columns) of raw npho / time."""
     npho = np.asarray(npho, np.float32)
     time = np.zeros_like(npho) if time is None else np.asarray(time, np.float32)
     x, npho_valid, time_valid = normalize(npho, time, NormalizationConfig())
