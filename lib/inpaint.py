@@ -37,9 +37,7 @@ from lib.data.build import prediction_loader
 from lib.data.files import DataError, for_flags
 from lib.data.stream import RAW_INPUTS
 from lib.engine import CheckpointError, evaluation_weights
-from lib.evaluation.inpainting_baselines import (
-    BASELINES, POSITION_BRANCHES, InpainterFiller, build_baseline, position_branch_for,
-)
+from lib.evaluation.inpainting_baselines import BASELINES, POSITION_BRANCHES, build_baseline, position_branch_for
 from lib.evaluation.inpainting_files import write_inpainting_predictions
 from lib.evaluation.inpainting_masks import evaluation_masks
 from lib.evaluation.inpainting_metrics import log_comparison
@@ -48,37 +46,16 @@ from lib.evaluation.inpainting_validation import fill_data_set
 from lib.io.atomic import atomic_write_text
 from lib.io.exit_codes import USAGE_ERROR_EXIT_CODE
 from lib.normalization import NormalizationConfig
+from lib.recipes.fillers import INPAINTER, load_inpainter_filler
 from lib.recipes.finetune import build_regressor
 
 log = logging.getLogger(__name__)
 
-INPAINTER = "inpainter"
 FLAGS = {"tree": "--tree", "npho": "--npho-branch", "time": "--time-branch"}
 VALIDATE_OUTPUTS = ("inpainting_predictions.root", "inpainting_metrics.json")
 STUDY_OUTPUTS = ("dead_channel_study.md", "dead_channel_study.json")
 DATA_ARTIFICIAL_FRACTION = 0.05
 """Healthy sensors hidden per event in real data when --artificial-fraction is not given."""
-
-
-def load_inpainter_filler(checkpoint: Path) -> InpainterFiller:
-    """The trained inpainter of `checkpoint` as a filler (with its own normalization)."""
-    try:
-        from lib.recipes.inpainting import load_inpainter
-    except ImportError:
-        raise CheckpointError(f"cannot load the inpainter {checkpoint}: this installation has no trained-inpainter "
-                              "loader (lib.recipes.inpainting.load_inpainter); use a baseline filler") from None
-    config, _ = evaluation_weights(checkpoint)
-    return InpainterFiller(load_inpainter(checkpoint), NormalizationConfig.model_validate(config["normalization"]))
-
-
-def filler_from_spec(spec: str, branches: Sequence[str], position_branch: str | None = None) -> Any:
-    """A filler from a command-line value: a baseline name (BASELINES) or an inpainter checkpoint path."""
-    if spec in BASELINES:
-        return build_baseline(spec, branches, position_branch)
-    if not Path(spec).is_file():
-        raise CheckpointError(f"--inpaint {spec}: neither a baseline ({', '.join(BASELINES)}) nor an existing "
-                              "inpainter checkpoint; give one of those")
-    return load_inpainter_filler(Path(spec))
 
 
 def _flag_settings(args: argparse.Namespace) -> dict[str, str]:
@@ -132,7 +109,7 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
     if filler_name == INPAINTER:
         if args.checkpoint is None:
             raise DataError("--filler inpainter needs --checkpoint INPAINTER_CHECKPOINT")
-        fillers = {INPAINTER: load_inpainter_filler(args.checkpoint), **fillers}
+        fillers = {INPAINTER: load_inpainter_filler(args.checkpoint, args.device), **fillers}
     elif filler_name not in fillers:
         fillers = {filler_name: build_baseline(filler_name, branches, args.position_branch), **fillers}
 
@@ -176,7 +153,7 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
     names = _baselines(args.baselines, loader.truth_branches, args.position_branch)
     fillers = {name: build_baseline(name, loader.truth_branches, args.position_branch) for name in names}
     if args.inpainter is not None:
-        fillers = {INPAINTER: load_inpainter_filler(args.inpainter), **fillers}
+        fillers = {INPAINTER: load_inpainter_filler(args.inpainter, args.device), **fillers}
     results = dead_channel_study(model, loader, cfg.normalization, dead_list, fillers, torch.device(args.device))
     results = {"regressor": str(args.regressor), "input": [str(p) for p in args.input],
                "dead_channels": args.dead_channels, "inpainter": args.inpainter and str(args.inpainter), **results}

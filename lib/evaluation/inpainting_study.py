@@ -27,6 +27,8 @@ from lib.normalization import NormalizationConfig
 log = logging.getLogger(__name__)
 
 NO_DEAD, DEAD_SENTINEL = "no_dead", "dead_sentinel"
+INPAINTER = "inpainter"
+"""The trained inpainter's name among the fillers (its scenario: dead_inpainter)."""
 SCENARIO_LABELS = {NO_DEAD: "(i) no dead channels", DEAD_SENTINEL: "(ii) dead channels as sentinels (1e10)"}
 HEADLINE_METRICS = ("E_rel_w68_pct", "u_w68", "v_w68", "w_w68", "dist3d_68", "t_w68", "opening_68_deg")
 """Resolutions the study's table shows (when the regressor has the task); metrics.json holds them all."""
@@ -41,7 +43,10 @@ def scenario_label(scenario: str) -> str:
     """Human-readable name of a scenario for tables and plots."""
     if scenario in SCENARIO_LABELS:
         return SCENARIO_LABELS[scenario]
-    return f"dead channels filled: {scenario.removeprefix('dead_')}"
+    filler = scenario.removeprefix("dead_")
+    if filler == INPAINTER:
+        return "(iii) dead channels inpainted"
+    return f"(iv) dead channels filled: {filler} baseline"
 
 
 def _scenario_batches(batch: Mapping[str, torch.Tensor], dead: np.ndarray, fillers: Mapping[str, Filler],

@@ -92,7 +92,7 @@ def _log_npho(npho: np.ndarray) -> np.ndarray:
 
 
 def plot_dead_channel_study(study: Mapping[str, Any], path: str | os.PathLike) -> list[Path]:
-    """One panel per headline resolution: a bar per scenario of the dead-channel study."""
+    """One panel per headline resolution: a bar per scenario of the dead-channel study (legend on top)."""
     saved: list[Path] = []
     keys = headline_keys(study)
     if not keys:
@@ -102,13 +102,15 @@ def plot_dead_channel_study(study: Mapping[str, Any], path: str | os.PathLike) -
     ncols = min(_PANEL_COLUMNS, len(keys))
     nrows = math.ceil(len(keys) / ncols)
     with figure(Path(path), saved, nrows=nrows, ncols=ncols, squeeze=False,
-                figsize=(5 * ncols, 1.0 + 0.6 * len(scenarios) * nrows)) as (fig, axes):
+                figsize=(4 * ncols, 1.5 + (0.4 * len(scenarios) + 1.0) * nrows)) as (fig, axes):
         for ax, key in zip(axes.flat, keys):
             values = [study["scenarios"][s].get(key, math.nan) for s in scenarios]
-            ax.barh(range(len(scenarios)), values, color=[f"C{i}" for i in range(len(scenarios))])
-            ax.set_yticks(range(len(scenarios)), [scenario_label(s) for s in scenarios], fontsize="small")
+            bars = ax.barh(range(len(scenarios)), values, color=[f"C{i}" for i in range(len(scenarios))])
+            ax.set_yticks([])
             ax.invert_yaxis()
             ax.set_xlabel(key)
+        fig.legend(bars, [scenario_label(s) for s in scenarios], loc="outside upper center",
+                   ncols=min(2, len(scenarios)), fontsize="small")
         for ax in list(axes.flat)[len(keys):]:
             ax.set_visible(False)
     return saved
