@@ -19,23 +19,15 @@ from lib.models.encoder import XECEncoder
 from lib.recipes.inpainting import INPAINTER_PREFIX, PREDICTIONS_NAME, load_inpainter
 from lib.recipes.transfer import save_encoder
 from tests.fixtures_e2e import (  # noqa: F401 (fixtures)
-    BATCH, MAE_CONFIG, REPO, STEPS_PER_EPOCH, VAL_EVENTS, E2EData, common_args, detach_run_logs, differing_tensors,
-    e2e_data, e2e_env, isolate_run, mae_run, new_save_dir, one_thread, read_history, refused_at_parse_message,
-    refused_message, save_dir,
+    MAE_CONFIG, STEPS_PER_EPOCH, VAL_EVENTS, detach_run_logs, differing_tensors, e2e_data, e2e_env, inp_args,
+    isolate_run, mae_run, new_save_dir, one_thread, read_history, refused_at_parse_message, refused_message, save_dir,
 )
 
 pytestmark = pytest.mark.usefixtures("e2e_env")
-INP_CONFIG = REPO / "config" / "inp" / "inpainter_demo.yaml"
 ENCODER_PREFIX = f"{INPAINTER_PREFIX}encoder."
 CONSTANT_LR = ("--set", "training.scheduler=none")
 CHEAP = ("--epochs", "1", "--set", "data.val_path=null", "--set", "mlflow.enabled=false")
 """One epoch, no validation (no predictions), no tracking: for runs that only need to start."""
-
-
-def inp_args(data: E2EData, save_dir: Path, run_name: str, *extra: str) -> list[str]:
-    """Arguments of a tiny inpainter run (demo config, validation predictions of the whole val set)."""
-    return [*common_args(INP_CONFIG, data, save_dir, run_name),
-            "--set", f"training.num_val_predictions={VAL_EVENTS}", *extra]
 
 
 def _encoder_of(checkpoint: Path) -> dict[str, torch.Tensor]:
