@@ -7,6 +7,7 @@
                                 [--mae-set k=v] [--reg-set k=v | --inp-set k=v] [--set k=v]
     python -m jobs.submit sweep [CONFIG] [--kind mae|reg|inp] (--grid key=v1,v2 ... | --points "k=v k2=v" ...)
     python -m jobs.submit status RUN [--save-dir DIR] [--lines N]
+    python -m jobs.submit predict MODEL INPUT... [--format onnx] [knob flags]   (jobs/predict_submit.py)
 
 Every config is resolved and validated (same schema as training) and every input path
 checked before anything is submitted; with DRY_RUN=1 (--dry-run) nothing is submitted or
@@ -27,6 +28,7 @@ from jobs.dryrun import dry_run_report, render_scripts
 from jobs.executors import RunFailedError, Submitted
 from jobs.knobs import JobError, JobOptions, add_knob_flags, resolve_knobs
 from jobs.launch import LaunchSpec
+from jobs.predict_submit import add_predict_parser, run_predict
 from jobs.plans import (
     DEFAULT_CONFIGS, RunPlan, launch_spec, plan_chain, plan_single, plan_sweep, sweep_points,
 )
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--save-dir", default=CheckpointConfig.model_fields["save_dir"].default,
                         help="parent folder of the runs (default: the schema's checkpoint.save_dir)")
     status.add_argument("--lines", type=int, default=15, help="log lines to show (default 15)")
+    add_predict_parser(commands)
     return parser
 
 
@@ -149,6 +152,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.command == "status":
         print(status_report(args.run, args.save_dir, args.lines))
         return 0
+    if args.command == "predict":
+        return run_predict(args, env)
     knobs = resolve_knobs(vars(args), env)
     options = knobs.options
     plans = _plans(args, env, knobs)
