@@ -114,8 +114,8 @@ def read_dead_channels(path: str | Path) -> DeadChannels:
         seen = found.setdefault(run, {})
         if sensor in seen:
             which = "" if run is ALL_RUNS else f" for run {run}"
-            raise DeadChannelError(f"{where}: sensor id {sensor} is listed twice{which} (first at line {seen[sensor]}); "
-                                   "remove one")
+            raise DeadChannelError(f"{where}: sensor id {sensor} is listed twice{which} "
+                                   f"(first at line {seen[sensor]}); remove one")
         seen[sensor] = number
     if not found:
         raise DeadChannelError(f"{path}: no sensor ids (only blank or comment lines); list one dead sensor id per "

@@ -98,11 +98,12 @@ def build(cfg: MAEConfig, dist: DistInfo, train_loader: Any) -> tuple[MAEModel, 
     return MAEModel(cfg), PretrainTask(cfg)
 
 
-def _weights_for_predictions(result: dict[str, Any]) -> dict[str, Tensor] | None:
+def weights_for_predictions(result: dict[str, Any]) -> tuple[Path, dict[str, Tensor]] | None:
+    """(checkpoint, evaluation weights) of a finished run's result: best.pt, else last.pt; None without either."""
     path = result.get("best_checkpoint") or result.get("last_checkpoint")
     if path is None or not Path(path).is_file():
         return None
-    return evaluation_weights(path)[1]
+    return Path(path), evaluation_weights(path)[1]
 
 
 @torch.no_grad()
@@ -138,9 +139,10 @@ def finish(cfg: MAEConfig, dist: DistInfo, result: dict[str, Any], task: Pretrai
     n = cfg.training.num_val_predictions
     if val_loader is None or n == 0:
         return
-    weights = _weights_for_predictions(result)
-    if weights is None:
+    found = weights_for_predictions(result)
+    if found is None:
         return
+    checkpoint, weights = found
     from lib.evaluation.prediction_files import write_mae_predictions
 
     model = MAEModel(cfg).to(dist.device)
@@ -155,8 +157,7 @@ def finish(cfg: MAEConfig, dist: DistInfo, result: dict[str, Any], task: Pretrai
         run=arrays["run"], event=arrays["event"], npho=npho, time=time, npho_valid=arrays["npho_valid"],
         time_valid=arrays["time_valid"], mask=arrays["mask"], pred=arrays["pred"],
         truth={k: v for k, v in arrays.items() if k not in inputs}, norm=cfg.normalization,
-        metadata={"predict_channels": channels,
-                  "checkpoint": str(result.get("best_checkpoint") or result.get("last_checkpoint")),
+        metadata={"predict_channels": channels, "checkpoint": str(checkpoint),
                   "run_name": cfg.checkpoint.run_name, "split": "val"},
         baselines=baseline_fills,
     )
