@@ -37,7 +37,9 @@ from lib.data.build import prediction_loader
 from lib.data.files import DataError, for_flags
 from lib.data.stream import RAW_INPUTS
 from lib.engine import CheckpointError, evaluation_weights
-from lib.evaluation.inpainting_baselines import BASELINES, POSITION_BRANCHES, build_baseline, position_branch_for
+from lib.evaluation.inpainting_baselines import (
+    BASELINES, POSITION_BRANCHES, InpainterFiller, build_baseline, position_branch_for,
+)
 from lib.evaluation.inpainting_files import write_inpainting_predictions
 from lib.evaluation.inpainting_masks import evaluation_masks
 from lib.evaluation.inpainting_metrics import log_comparison
@@ -63,16 +65,15 @@ def _flag_settings(args: argparse.Namespace) -> dict[str, str]:
     return {key: getattr(args, key) for key in ("tree_name", "npho_branch", "time_branch") if getattr(args, key)}
 
 
-def _data_settings(checkpoint: Path | None, args: argparse.Namespace) -> Any:
-    """An object with the `data` and `normalization` sections of `checkpoint` (defaults without one), the
-    command line's data settings applied."""
-    if checkpoint is None:
-        data, norm = DataConfig(), NormalizationConfig()
+def _validation_settings(args: argparse.Namespace) -> tuple[Any, InpainterFiller | None]:
+    """(an object with the `data` and `normalization` sections, the inpainter filler or None): those of the
+    inpainter of --checkpoint (the schema's defaults without one), the command line's data settings applied."""
+    if args.checkpoint is None:
+        data, norm, inpainter = DataConfig(), NormalizationConfig(), None
     else:
-        config, _ = evaluation_weights(checkpoint)
-        data = DataConfig.model_validate(config["data"])
-        norm = NormalizationConfig.model_validate(config["normalization"])
-    return SimpleNamespace(data=data.model_copy(update=_flag_settings(args)), normalization=norm)
+        inpainter = load_inpainter_filler(args.checkpoint, args.device)
+        data, norm = inpainter.inpainter.cfg.data, inpainter.inpainter.cfg.normalization
+    return SimpleNamespace(data=data.model_copy(update=_flag_settings(args)), normalization=norm), inpainter
 
 
 def _refuse_existing(out: Path, names: Sequence[str]) -> None:
@@ -96,7 +97,7 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     _refuse_existing(out, VALIDATE_OUTPUTS)
     dead_list = read_dead_channels(args.dead_channels) if args.dead_channels else None
-    settings = _data_settings(args.checkpoint, args)
+    settings, inpainter = _validation_settings(args)
     loader = prediction_loader(settings, args.input, args.batch_size, extras=RAW_INPUTS)
     branches, real_data = loader.truth_branches, is_real_data(loader.truth_branches)
     fraction = args.artificial_fraction
@@ -107,9 +108,9 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
     baselines = _baselines(args.baselines, branches, args.position_branch)
     fillers = {name: build_baseline(name, branches, args.position_branch) for name in baselines}
     if filler_name == INPAINTER:
-        if args.checkpoint is None:
+        if inpainter is None:
             raise DataError("--filler inpainter needs --checkpoint INPAINTER_CHECKPOINT")
-        fillers = {INPAINTER: load_inpainter_filler(args.checkpoint, args.device), **fillers}
+        fillers = {INPAINTER: inpainter, **fillers}
     elif filler_name not in fillers:
         fillers = {filler_name: build_baseline(filler_name, branches, args.position_branch), **fillers}
 

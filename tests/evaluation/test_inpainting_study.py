@@ -85,3 +85,18 @@ def test_study_compares_the_regressor_on_the_same_events_per_scenario(reg_checkp
     table = (out / "dead_channel_study.md").read_text()
     assert "(i) no dead channels" in table and "(ii) dead channels as sentinels" in table
     assert "(iv) dead channels filled: neighbour baseline" in table and (out / "plots" / "dead_channel_study.png").is_file()
+
+
+def test_an_inpainter_fills_for_predict_and_joins_the_study(reg_checkpoint, export_inp_checkpoint, shards, tmp_path):
+    inpainted = _predict(reg_checkpoint, shards["dead"], tmp_path / "inp.root", "--inpaint", str(export_inp_checkpoint))
+    sentinel = _predict(reg_checkpoint, shards["dead"], tmp_path / "sentinel.root")
+    assert np.isfinite(inpainted["pred_E"]).all() and not np.allclose(inpainted["pred_E"], sentinel["pred_E"])
+    dead_file = tmp_path / "dead.txt"
+    dead_file.write_text("\n".join(map(str, DEAD)) + "\n")
+    out = tmp_path / "study"
+    assert inpaint.main(["study", "--regressor", str(reg_checkpoint), "--input", str(shards["clean"]),
+                         "--dead-channels", str(dead_file), "--out", str(out), "--inpainter",
+                         str(export_inp_checkpoint), "--baselines", "neighbour"]) == 0
+    scenarios = json.loads((out / "dead_channel_study.json").read_text())["scenarios"]
+    assert list(scenarios) == ["no_dead", "dead_sentinel", "dead_inpainter", "dead_neighbour"]
+    assert "(iii) dead channels inpainted" in (out / "dead_channel_study.md").read_text()

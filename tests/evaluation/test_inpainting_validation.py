@@ -123,3 +123,21 @@ def test_a_missing_position_branch_is_refused_in_one_line(e2e_data, dead_file, t
     assert code == USAGE_ERROR_EXIT_CODE
     (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert "'xyzRecoFI'" in error and "--position-branch" in error and "\n" not in error
+
+
+def test_validate_with_an_inpainter_compares_it_with_the_baselines(e2e_data, dead_file, tmp_path,  # noqa: F811
+                                                                   export_inp_checkpoint):
+    out = tmp_path / "out"
+    assert inpaint.main(["validate", "--input", str(e2e_data.val), "--dead-channels", str(dead_file), "--out", str(out),
+                         "--checkpoint", str(export_inp_checkpoint), "--max-events", "10"]) == 0
+    sensors, metadata = read_inpainting_predictions(out / "inpainting_predictions.root")
+    assert metadata["filler"] == "inpainter" and metadata["baselines"] == ["neighbour", "solid_angle"]
+    assert len(sensors.run) == 10
+    hidden = sensors.mask_type == MASK_ARTIFICIAL
+    assert np.isfinite(sensors.preds["inpainter"]["npho"][hidden]).all()
+    assert (sensors.preds["inpainter"]["npho"][hidden] != sensors.preds["neighbour"]["npho"][hidden]).any()
+    npho = json.loads((out / "inpainting_metrics.json").read_text())["npho"]
+    ratio = npho["fillers"]["inpainter"]["all"]["mae"] / npho["fillers"]["neighbour"]["all"]["mae"]
+    assert npho["ratio"]["inpainter/neighbour"]["all"]["mae"] == pytest.approx(ratio)
+    time = json.loads((out / "inpainting_metrics.json").read_text())["time"]
+    assert set(time["fillers"]) == {"inpainter", "neighbour", "solid_angle"} and time["unit"] == "ns"
