@@ -31,7 +31,6 @@ import logging
 import sys
 import time
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Sequence
 
 import torch
@@ -43,7 +42,6 @@ from lib.data.files import SUFFIXES, DataError, expand_inputs, for_flags, has_gl
 from lib.data.stream import RAW_INPUTS
 from lib.engine import CheckpointError, evaluation_weights
 from lib.evaluation.inference import FIDUCIAL_POSITION, PredictionCollector, quoted_metrics
-from lib.evaluation.inpainting_baselines import Filler
 from lib.evaluation.inpainting_preprocess import InpaintedLoader
 from lib.evaluation.prediction_files import PredictionFileError, write_regression_predictions
 from lib.evaluation.prediction_jobs import summarize
@@ -53,7 +51,7 @@ from lib.io.exit_codes import USAGE_ERROR_EXIT_CODE
 from lib.io.prediction_records import (
     DONE, FAILED, InputRecord, completed_inputs, output_names, write_record,
 )
-from lib.recipes.fillers import filler_factory
+from lib.recipes.fillers import DeadSensorFilling
 from lib.recipes.finetune import build_regressor, passthrough_columns
 from lib.tasks import by_output
 
@@ -62,8 +60,6 @@ log = logging.getLogger(__name__)
 DATA_FLAGS = {"tree": "--tree", "npho": "--npho-branch", "time": "--time-branch"}
 """The command-line flags of the data settings that error messages name."""
 FORMATS = ("checkpoint", "onnx", "torchscript")
-FillerFactory = Callable[[Sequence[str]], Filler]
-"""An input's branches -> the filler of its dead sensors (lib.recipes.fillers.filler_factory)."""
 
 
 def load_model(path: Path, fmt: str, device: str, data: dict[str, str] | None = None
@@ -93,13 +89,13 @@ def load_model(path: Path, fmt: str, device: str, data: dict[str, str] | None = 
 
 
 def input_loader(cfg: RegressorConfig, inputs: Sequence[str], batch_size: int,
-                 inpaint: FillerFactory | None = None) -> Any:
+                 inpaint: DeadSensorFilling | None = None) -> Any:
     """The prediction loader of `inputs` (with the raw inputs); with `inpaint`, its batches come with the dead
     sensors (npho a fill value or NaN) filled by the filler `inpaint` gives for the input's branches."""
     loader = prediction_loader(cfg, inputs, batch_size, extras=RAW_INPUTS)
     if inpaint is None:
         return loader
-    return InpaintedLoader(loader, inpaint(loader.truth_branches), cfg.normalization)
+    return InpaintedLoader(loader, inpaint.filler(loader.truth_branches), cfg.normalization)
 
 
 def collect(model: PredictionModel, loader: Any) -> dict[str, Any]:
@@ -115,8 +111,9 @@ def collect(model: PredictionModel, loader: Any) -> dict[str, Any]:
 
 
 def write_predictions(path: Path, model: PredictionModel, cfg: RegressorConfig, result: dict[str, Any],
-                      split: str, sha256: str) -> Path:
-    """Write `result` as a regression prediction file (lib.evaluation.prediction_files) at `path`."""
+                      split: str, sha256: str, inpaint: DeadSensorFilling | None = None) -> Path:
+    """Write `result` as a regression prediction file (lib.evaluation.prediction_files) at `path` (metadata
+    "inpaint": what filled the dead sensors, null when nothing did)."""
     tasks = model.tasks
     return write_regression_predictions(
         path, run=result["run"], event=result["event"], truth=by_output(tasks, result["truth"]),
@@ -124,16 +121,18 @@ def write_predictions(path: Path, model: PredictionModel, cfg: RegressorConfig, 
         passthrough=passthrough_columns(result, cfg),
         metadata={"tasks": list(tasks), "normalization": model.description["normalization"],
                   "checkpoint": model.description["path"], "model_format": model.description["format"],
-                  "model_sha256": sha256, "split": split, "fiducial": cfg.evaluation.fiducial},
+                  "model_sha256": sha256, "split": split, "fiducial": cfg.evaluation.fiducial,
+                  "inpaint": inpaint and inpaint.spec},
     )
 
 
 def predict(model: PredictionModel, cfg: RegressorConfig, inputs: Sequence[str], out: Path,
-            batch_size: int, inpaint: FillerFactory | None = None) -> dict[str, float]:
+            batch_size: int, inpaint: DeadSensorFilling | None = None) -> dict[str, float]:
     """Write the predictions of `model` for all of `inputs` (dead sensors filled by `inpaint`, if given) into one
     file `out`; returns the metrics where truth exists."""
     result = collect(model, input_loader(cfg, inputs, batch_size, inpaint))
-    write_predictions(out, model, cfg, result, ",".join(map(str, inputs)), file_sha256(model.description["path"]))
+    write_predictions(out, model, cfg, result, ",".join(map(str, inputs)), file_sha256(model.description["path"]),
+                      inpaint)
     metrics = quoted_metrics(model.tasks, result, cfg.evaluation.fiducial)["regressor"]
     log.info("wrote predictions of %d events to %s", len(result["run"]), out)
     for key, value in metrics.items():
@@ -155,14 +154,14 @@ def _input_files(items: Sequence[str]) -> list[str]:
 
 
 def _predict_one(model: PredictionModel, cfg: RegressorConfig, path: str, out_dir: Path, output: str,
-                 batch_size: int, sha256: str, inpaint: FillerFactory | None) -> InputRecord:
+                 batch_size: int, sha256: str, inpaint: DeadSensorFilling | None) -> InputRecord:
     """Predict one input file into out_dir/output; a record of what happened (failures included)."""
     start = time.monotonic()
     try:
         if not Path(path).is_file():
             raise DataError(f"file {path}: does not exist (moved or deleted after it was listed?)")
         result = collect(model, input_loader(cfg, [path], batch_size, inpaint))
-        written = write_predictions(out_dir / output, model, cfg, result, path, sha256)
+        written = write_predictions(out_dir / output, model, cfg, result, path, sha256, inpaint)
     except (DataError, PredictionFileError, OSError) as err:
         message = for_flags(str(err), DATA_FLAGS)
         log.error("%s: %s", path, message)
@@ -174,7 +173,7 @@ def _predict_one(model: PredictionModel, cfg: RegressorConfig, path: str, out_di
 
 def predict_each(model: PredictionModel, cfg: RegressorConfig, items: Sequence[str], out_dir: Path,
                  batch_size: int, force: bool = False,
-                 inpaint: FillerFactory | None = None) -> tuple[dict[str, str], list[str]]:
+                 inpaint: DeadSensorFilling | None = None) -> tuple[dict[str, str], list[str]]:
     """One prediction file and one record per input file of `items` in `out_dir` (dead sensors filled by
     `inpaint`, if given), skipping inputs the same model predicted completely; returns ({input: output name},
     the inputs skipped)."""
@@ -223,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and predict as the arguments say; returns the exit code."""
     data = {key: getattr(args, key) for key in ("tree_name", "npho_branch", "time_branch") if getattr(args, key)}
     model, cfg = load_model(args.checkpoint, args.format, args.device, data)
-    inpaint = None if args.inpaint is None else filler_factory(args.inpaint, args.device)
+    inpaint = None if args.inpaint is None else DeadSensorFilling(args.inpaint, args.device)
     if args.out is not None:
         predict(model, cfg, args.input, args.out, args.batch_size, inpaint)
         return 0

@@ -3,7 +3,7 @@
 (lib.recipes.inpainting.load_inpainter), which fills with its own normalization."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from lib.engine import CheckpointError
@@ -22,15 +22,21 @@ def load_inpainter_filler(checkpoint: str | Path, device: str = "cpu") -> Inpain
     return InpainterFiller(inpainter, inpainter.cfg.normalization, name=INPAINTER)
 
 
-def filler_factory(spec: str, device: str = "cpu",
-                   position_branch: str | None = None) -> Callable[[Sequence[str]], Filler]:
-    """branches -> filler for a command-line value `spec`: a baseline name (built for each input's branches;
-    solid_angle takes `position_branch` or the input's default) or an inpainter checkpoint path (loaded once,
-    here). CheckpointError for anything else."""
-    if spec in BASELINES:
-        return lambda branches: build_baseline(spec, branches, position_branch)
-    if not Path(spec).is_file():
-        raise CheckpointError(f"{spec}: neither a baseline ({', '.join(BASELINES)}) nor an existing inpainter "
-                              "checkpoint; give one of those")
-    inpainter = load_inpainter_filler(spec, device)
-    return lambda branches: inpainter
+class DeadSensorFilling:
+    """What fills dead sensors for a command-line value `spec`: a baseline name (built for each input's
+    branches by `filler`; solid_angle takes `position_branch` or the input's default) or an inpainter
+    checkpoint path (loaded once, here). CheckpointError for anything else."""
+
+    def __init__(self, spec: str, device: str = "cpu", position_branch: str | None = None) -> None:
+        self.spec, self.position_branch = spec, position_branch
+        if spec in BASELINES:
+            self.inpainter = None
+        elif Path(spec).is_file():
+            self.inpainter = load_inpainter_filler(spec, device)
+        else:
+            raise CheckpointError(f"{spec}: neither a baseline ({', '.join(BASELINES)}) nor an existing inpainter "
+                                  "checkpoint; give one of those")
+
+    def filler(self, branches: Sequence[str]) -> Filler:
+        """The filler for an input with `branches`."""
+        return self.inpainter or build_baseline(self.spec, branches, self.position_branch)

@@ -48,7 +48,9 @@ def shards(tmp_path_factory) -> dict[str, Path]:
 
 def _predict(checkpoint: Path, data: Path, out: Path, *extra: str) -> dict[str, np.ndarray]:
     assert predict.main(["--checkpoint", str(checkpoint), "--input", str(data), "--out", str(out), *extra]) == 0
-    return read_predictions(out)[0]
+    arrays, metadata = read_predictions(out)
+    assert metadata["inpaint"] == (extra[1] if extra[:1] == ("--inpaint",) else None)
+    return arrays
 
 
 def test_predict_inpaint_fills_the_dead_sensors_before_the_regressor(reg_checkpoint, shards, tmp_path):
