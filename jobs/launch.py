@@ -37,7 +37,7 @@ from lib.io.exit_codes import PREEMPTED_EXIT_CODE
 
 log = logging.getLogger(__name__)
 
-ENTRY_MODULES = {"mae": "lib.train_mae", "reg": "lib.train_regressor"}
+ENTRY_MODULES = {"mae": "lib.train_mae", "reg": "lib.train_regressor", "inp": "lib.train_inpainter"}
 _POLL_S = 0.5
 _RENDEZVOUS_BASE_PORT = 29500
 # torchrun relays these to its workers; SIGUSR1 is added so that the preemption request reaches them.
@@ -51,7 +51,7 @@ class LaunchSpec:
     """How to start the trainer of one run on each node of its allocation."""
 
     entry: str
-    """Python module to run (lib.train_mae, lib.train_regressor)."""
+    """Python module to run (lib.train_mae, lib.train_regressor, lib.train_inpainter)."""
     config: str
     """Absolute path of the resolved config in the run directory."""
     workdir: str

@@ -21,9 +21,11 @@ from jobs.launch import ENTRY_MODULES, LaunchSpec
 from jobs.run_paths import RunPaths
 from jobs.time_limits import checkpoint_grace_s
 from lib.config import ROOTS, RunConfig, load_config
+from lib.data.dead_channels import read_dead_channels
 from lib.data.files import DataError, expand_inputs
 
-DEFAULT_CONFIGS = {"mae": "config/mae/mae_config.yaml", "reg": "config/reg/train_config.yaml"}
+DEFAULT_CONFIGS = {"mae": "config/mae/mae_config.yaml", "reg": "config/reg/train_config.yaml",
+                   "inp": "config/inp/inpainter_config.yaml"}
 """Config file used when neither the command line nor the environment names one."""
 RESUMED = "checkpoint.auto_resume=true"
 
@@ -33,7 +35,7 @@ class RunPlan:
     """One training run to submit."""
 
     kind: str
-    """Config root: "mae" or "reg"."""
+    """Config root: "mae", "reg" or "inp"."""
     cfg: RunConfig
     config_file: str
     """The YAML file the config was resolved from."""
@@ -75,8 +77,13 @@ def check_inputs(plan: RunPlan) -> None:
             except DataError as err:
                 raise JobError(f"{where}: {err}") from None
     required = {"checkpoint.resume_from": cfg.checkpoint.resume_from}
-    if plan.kind == "reg":
+    if plan.kind in CHAINED_KINDS:
         required["model.pretrained_encoder"] = cfg.model.pretrained_encoder
+    if plan.kind == "inp" and cfg.data.dead_channels is not None:
+        try:
+            read_dead_channels(cfg.data.dead_channels)
+        except DataError as err:
+            raise JobError(f"{where}: {err}") from None
     for key, path in required.items():
         if path is not None and path not in plan.produced_inputs and not Path(path).is_file():
             raise JobError(f"{where}: {key} = {path} does not exist; fix the path or remove the key")
@@ -101,20 +108,27 @@ def _refuse_resume_from(knobs: Knobs, what: str) -> None:
                        f"apply to a {what}; resume single runs with run_mae.sh / run_regressor.sh")
 
 
-def plan_chain(mae_file: str, reg_file: str, mae_overrides: Sequence[str], reg_overrides: Sequence[str],
-               knobs: Knobs) -> list[RunPlan]:
-    """MAE pretraining, then the regressor fine-tuned from its encoder_best.pt (afterok).
+CHAINED_KINDS = ("reg", "inp")
+"""Kinds that start from an MAE encoder (model.pretrained_encoder): the second run of a chain."""
 
-    RUN_NAME, when given, names the two runs <RUN_NAME>_mae and <RUN_NAME>_reg.
+
+def plan_chain(mae_file: str, second_file: str, mae_overrides: Sequence[str], second_overrides: Sequence[str],
+               knobs: Knobs, second_kind: str = "reg") -> list[RunPlan]:
+    """MAE pretraining, then a run of `second_kind` (CHAINED_KINDS: the regressor or the inpainter) started from
+    its encoder_best.pt (afterok).
+
+    RUN_NAME, when given, names the two runs <RUN_NAME>_mae and <RUN_NAME>_<second_kind>.
     """
+    if second_kind not in CHAINED_KINDS:
+        raise JobError(f"a chain's second run is one of {CHAINED_KINDS}, not {second_kind!r}")
     _refuse_resume_from(knobs, "chain")
     prefix = knobs.config_values.get("checkpoint.run_name")
     mae_cfg = _load("mae", mae_file, mae_overrides, _named(knobs, prefix and f"{prefix}_mae"))
     encoder = str(RunPaths.of(mae_cfg).encoder_export)
-    reg_values = {**_named(knobs, prefix and f"{prefix}_reg"), "model.pretrained_encoder": encoder}
-    reg_cfg = _load("reg", reg_file, reg_overrides, reg_values)
+    second_values = {**_named(knobs, prefix and f"{prefix}_{second_kind}"), "model.pretrained_encoder": encoder}
+    second_cfg = _load(second_kind, second_file, second_overrides, second_values)
     return [RunPlan("mae", mae_cfg, mae_file, tuple(mae_overrides)),
-            RunPlan("reg", reg_cfg, reg_file, tuple(reg_overrides), after=0, produced_inputs=(encoder,))]
+            RunPlan(second_kind, second_cfg, second_file, tuple(second_overrides), after=0, produced_inputs=(encoder,))]
 
 
 def sweep_points(grid: Sequence[str], points: Sequence[str]) -> list[list[str]]:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Submit MAE pretraining, then the regressor fine-tuned from its encoder_best.pt
-# (the regressor job waits with afterok; RUN_NAME=X names the runs X_mae and X_reg).
+# Submit MAE pretraining, then the regressor fine-tuned from its encoder_best.pt, or with
+# --second inpainter the dead-channel inpainter trained from it (the second job waits with afterok;
+# RUN_NAME=X names the runs X_mae and X_reg / X_inp).
 #
-# Usage: ./jobs/run_chain.sh [MAE_CONFIG [REG_CONFIG]] [--set k=v (both)] [--mae-set k=v] [--reg-set k=v]
+# Usage: ./jobs/run_chain.sh [MAE_CONFIG [SECOND_CONFIG]] [--second regressor|inpainter] [--set k=v (both)]
+#                            [--mae-set k=v] [--reg-set k=v | --inp-set k=v]
 # Check a submission first with DRY_RUN=1; without sbatch on PATH the run happens on this machine.
 # Everything is validated in Python (python -m jobs.submit chain --help); this script only
 # picks the interpreter and passes the arguments on.
@@ -12,6 +14,7 @@
 #   PYTHON        python interpreter with xecmae installed [python]
 #   MAE_CONFIG    MAE config file, or the first argument [config/mae/mae_config.yaml]
 #   REG_CONFIG    regressor config file, or the second argument [config/reg/train_config.yaml]
+#   INP_CONFIG    inpainter config file (--second inpainter), or the second argument [config/inp/inpainter_config.yaml]
 #   PARTITION     slurm.partition: None: the cluster's default partition [unset]
 #   TIME          slurm.time: Wall-time limit in a SLURM format (HH:MM:SS, D-HH:MM:SS, minutes) [24:00:00]
 #   NUM_GPUS      slurm.num_gpus: GPUs per node [1]

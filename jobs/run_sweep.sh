@@ -2,7 +2,7 @@
 # Submit a sweep over one config as one job array: one run directory and MLflow run
 # per point, named <RUN_NAME or the config's run name>_<i>.
 #
-# Usage: ./jobs/run_sweep.sh [CONFIG] [--kind mae|reg] --grid training.lr=1e-4,3e-4 [--grid ...]
+# Usage: ./jobs/run_sweep.sh [CONFIG] [--kind mae|reg|inp] --grid training.lr=1e-4,3e-4 [--grid ...]
 #        ./jobs/run_sweep.sh [CONFIG] --points 'training.lr=1e-4' 'training.lr=3e-4 training.mask_ratio=0.5'
 # Check a submission first with DRY_RUN=1; without sbatch on PATH the run happens on this machine.
 # Everything is validated in Python (python -m jobs.submit sweep --help); this script only

@@ -2,8 +2,10 @@
 
     python -m jobs.submit mae [CONFIG] [--set key=value ...] [knob flags]
     python -m jobs.submit regressor [CONFIG] ...
-    python -m jobs.submit chain [MAE_CONFIG [REG_CONFIG]] [--mae-set k=v] [--reg-set k=v] [--set k=v]
-    python -m jobs.submit sweep [CONFIG] [--kind mae|reg] (--grid key=v1,v2 ... | --points "k=v k2=v" ...)
+    python -m jobs.submit inpainter [CONFIG] ...
+    python -m jobs.submit chain [MAE_CONFIG [SECOND_CONFIG]] [--second regressor|inpainter]
+                                [--mae-set k=v] [--reg-set k=v | --inp-set k=v] [--set k=v]
+    python -m jobs.submit sweep [CONFIG] [--kind mae|reg|inp] (--grid key=v1,v2 ... | --points "k=v k2=v" ...)
     python -m jobs.submit status RUN [--save-dir DIR] [--lines N]
     python -m jobs.submit predict MODEL INPUT... [--format onnx] [knob flags]   (jobs/predict_submit.py)
 
@@ -36,7 +38,9 @@ from lib.config import CheckpointConfig, ConfigError
 
 log = logging.getLogger("jobs.submit")
 
-KIND_OF_COMMAND = {"mae": "mae", "regressor": "reg"}
+KIND_OF_COMMAND = {"mae": "mae", "regressor": "reg", "inpainter": "inp"}
+SECOND_CONFIG_VARIABLE = {"reg": "REG_CONFIG", "inp": "INP_CONFIG"}
+"""Environment variable naming the config of a chain's second run, by its kind."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,12 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in KIND_OF_COMMAND.items():
         single = commands.add_parser(name, parents=[common], help=f"submit one {name} run")
         single.add_argument("config", nargs="?", help=f"YAML config [env CONFIG; default {DEFAULT_CONFIGS[kind]}]")
-    chain = commands.add_parser("chain", parents=[common], help="MAE pretraining, then the regressor on its encoder")
+    chain = commands.add_parser("chain", parents=[common],
+                                help="MAE pretraining, then the regressor (or the inpainter) on its encoder")
     chain.add_argument("mae_config", nargs="?", help=f"[env MAE_CONFIG; default {DEFAULT_CONFIGS['mae']}]")
-    chain.add_argument("reg_config", nargs="?", help=f"[env REG_CONFIG; default {DEFAULT_CONFIGS['reg']}]")
+    chain.add_argument("second_config", nargs="?", help=f"config of the second run [env REG_CONFIG / INP_CONFIG; "
+                       f"default {DEFAULT_CONFIGS['reg']} / {DEFAULT_CONFIGS['inp']}]")
+    chain.add_argument("--second", choices=("regressor", "inpainter"), default="regressor",
+                       help="what the second run trains from the MAE's encoder (default regressor)")
     chain.add_argument("--mae-set", action="append", default=[], metavar="KEY=VALUE", help="override of the MAE run")
     chain.add_argument("--reg-set", action="append", default=[], metavar="KEY=VALUE",
                        help="override of the regressor run")
+    chain.add_argument("--inp-set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override of the inpainter run (with --second inpainter)")
     sweep = commands.add_parser("sweep", parents=[common], help="one run per point, as one job array")
     sweep.add_argument("config", nargs="?", help="YAML config [env CONFIG; default: that of --kind]")
     sweep.add_argument("--kind", choices=sorted(DEFAULT_CONFIGS), default="mae", help="run kind (default mae)")
@@ -78,14 +88,26 @@ def _config_path(given: str | None, env: Mapping[str, str], variable: str, kind:
     return given or env.get(variable) or DEFAULT_CONFIGS[kind]
 
 
+def _chain_plans(args: argparse.Namespace, env: Mapping[str, str], knobs) -> list[RunPlan]:
+    """The MAE run and the second run (--second) of a chain, each with the overrides meant for it."""
+    second = KIND_OF_COMMAND[args.second]
+    second_sets = {"reg": args.reg_set, "inp": args.inp_set}
+    for kind, overrides in second_sets.items():
+        if overrides and kind != second:
+            command = next(name for name, of in KIND_OF_COMMAND.items() if of == kind)
+            raise JobError(f"--{kind}-set {overrides[0]}: this chain's second run is the {args.second}; "
+                           f"use --{second}-set, or --second {command}")
+    return plan_chain(_config_path(args.mae_config, env, "MAE_CONFIG", "mae"),
+                      _config_path(args.second_config, env, SECOND_CONFIG_VARIABLE[second], second),
+                      [*args.overrides, *args.mae_set], [*args.overrides, *second_sets[second]], knobs, second)
+
+
 def _plans(args: argparse.Namespace, env: Mapping[str, str], knobs) -> list[RunPlan]:
     if args.command in KIND_OF_COMMAND:
         kind = KIND_OF_COMMAND[args.command]
         return plan_single(kind, _config_path(args.config, env, "CONFIG", kind), args.overrides, knobs)
     if args.command == "chain":
-        return plan_chain(_config_path(args.mae_config, env, "MAE_CONFIG", "mae"),
-                          _config_path(args.reg_config, env, "REG_CONFIG", "reg"),
-                          [*args.overrides, *args.mae_set], [*args.overrides, *args.reg_set], knobs)
+        return _chain_plans(args, env, knobs)
     points = sweep_points(args.grid, args.points)
     return plan_sweep(args.kind, _config_path(args.config, env, "CONFIG", args.kind), args.overrides, points, knobs)
 

@@ -3,7 +3,7 @@
     python -m lib.predict --checkpoint artifacts/<run>/checkpoints/best.pt --input DATA... --out FILE.root
     python -m lib.predict --checkpoint MODEL --input DATA... --out-dir DIR [--no-summary] [--force]
     python -m lib.predict --checkpoint artifacts/<run>/exported/regressor_best.onnx --format onnx ...
-        [--tree NAME] [--npho-branch NAME] [--time-branch NAME]
+        [--tree NAME] [--npho-branch NAME] [--time-branch NAME] [--inpaint INPAINTER|neighbour|solid_angle]
 
 DATA is a file, directory, glob or list file (.txt / .list: one path per line), or several. With
 --out every event goes into one file; with --out-dir each input file gets its own prediction file
@@ -20,7 +20,9 @@ lib.export writes) is run by onnxruntime on the raw arrays, with the schema's de
 Prediction files have the layout of the run's predictions/predictions_val.root: the conventional
 reconstruction the input carries (energyReco, uvwRecoFI, ...) is passed through beside the
 predictions, and truth columns are NaN for tasks whose truth branches the input lacks and for real
-data. Bad input ends with a one-line message and exit code 2; failed inputs of --out-dir with 1.
+data. With --inpaint the dead sensors of every event (npho a fill value or NaN) are filled before the
+regressor runs, by a trained inpainter (its checkpoint) or a baseline (lib.evaluation.inpainting_baselines).
+Bad input ends with a one-line message and exit code 2; failed inputs of --out-dir with 1.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from lib.data.files import SUFFIXES, DataError, expand_inputs, for_flags, has_gl
 from lib.data.stream import RAW_INPUTS
 from lib.engine import CheckpointError, evaluation_weights
 from lib.evaluation.inference import FIDUCIAL_POSITION, PredictionCollector, quoted_metrics
+from lib.evaluation.inpainting_preprocess import InpaintedLoader
 from lib.evaluation.prediction_files import PredictionFileError, write_regression_predictions
 from lib.evaluation.prediction_jobs import summarize
 from lib.evaluation.prediction_model import CheckpointModel, ExportedFileModel, PredictionModel, PredictionModelError
@@ -48,6 +51,7 @@ from lib.io.exit_codes import USAGE_ERROR_EXIT_CODE
 from lib.io.prediction_records import (
     DONE, FAILED, InputRecord, completed_inputs, output_names, write_record,
 )
+from lib.recipes.fillers import DeadSensorFilling
 from lib.recipes.finetune import build_regressor, passthrough_columns
 from lib.tasks import by_output
 
@@ -84,6 +88,16 @@ def load_model(path: Path, fmt: str, device: str, data: dict[str, str] | None = 
     return model, cfg.model_copy(update={"data": cfg.data.model_copy(update=data or {})})
 
 
+def input_loader(cfg: RegressorConfig, inputs: Sequence[str], batch_size: int,
+                 inpaint: DeadSensorFilling | None = None) -> Any:
+    """The prediction loader of `inputs` (with the raw inputs); with `inpaint`, its batches come with the dead
+    sensors (npho a fill value or NaN) filled by the filler `inpaint` gives for the input's branches."""
+    loader = prediction_loader(cfg, inputs, batch_size, extras=RAW_INPUTS)
+    if inpaint is None:
+        return loader
+    return InpaintedLoader(loader, inpaint.filler(loader.truth_branches), cfg.normalization)
+
+
 def collect(model: PredictionModel, loader: Any) -> dict[str, Any]:
     """Predictions of `model` for every event of `loader` in file order (PredictionCollector.result's layout),
     keeping the input's reconstruction branches and the fiducial position."""
@@ -97,8 +111,9 @@ def collect(model: PredictionModel, loader: Any) -> dict[str, Any]:
 
 
 def write_predictions(path: Path, model: PredictionModel, cfg: RegressorConfig, result: dict[str, Any],
-                      split: str, sha256: str) -> Path:
-    """Write `result` as a regression prediction file (lib.evaluation.prediction_files) at `path`."""
+                      split: str, sha256: str, inpaint: DeadSensorFilling | None = None) -> Path:
+    """Write `result` as a regression prediction file (lib.evaluation.prediction_files) at `path` (metadata
+    "inpaint": what filled the dead sensors, null when nothing did)."""
     tasks = model.tasks
     return write_regression_predictions(
         path, run=result["run"], event=result["event"], truth=by_output(tasks, result["truth"]),
@@ -106,16 +121,18 @@ def write_predictions(path: Path, model: PredictionModel, cfg: RegressorConfig, 
         passthrough=passthrough_columns(result, cfg),
         metadata={"tasks": list(tasks), "normalization": model.description["normalization"],
                   "checkpoint": model.description["path"], "model_format": model.description["format"],
-                  "model_sha256": sha256, "split": split, "fiducial": cfg.evaluation.fiducial},
+                  "model_sha256": sha256, "split": split, "fiducial": cfg.evaluation.fiducial,
+                  "inpaint": inpaint and inpaint.spec},
     )
 
 
 def predict(model: PredictionModel, cfg: RegressorConfig, inputs: Sequence[str], out: Path,
-            batch_size: int) -> dict[str, float]:
-    """Write the predictions of `model` for all of `inputs` into one file `out`; returns the metrics where
-    truth exists."""
-    result = collect(model, prediction_loader(cfg, inputs, batch_size, extras=RAW_INPUTS))
-    write_predictions(out, model, cfg, result, ",".join(map(str, inputs)), file_sha256(model.description["path"]))
+            batch_size: int, inpaint: DeadSensorFilling | None = None) -> dict[str, float]:
+    """Write the predictions of `model` for all of `inputs` (dead sensors filled by `inpaint`, if given) into one
+    file `out`; returns the metrics where truth exists."""
+    result = collect(model, input_loader(cfg, inputs, batch_size, inpaint))
+    write_predictions(out, model, cfg, result, ",".join(map(str, inputs)), file_sha256(model.description["path"]),
+                      inpaint)
     metrics = quoted_metrics(model.tasks, result, cfg.evaluation.fiducial)["regressor"]
     log.info("wrote predictions of %d events to %s", len(result["run"]), out)
     for key, value in metrics.items():
@@ -137,14 +154,14 @@ def _input_files(items: Sequence[str]) -> list[str]:
 
 
 def _predict_one(model: PredictionModel, cfg: RegressorConfig, path: str, out_dir: Path, output: str,
-                 batch_size: int, sha256: str) -> InputRecord:
+                 batch_size: int, sha256: str, inpaint: DeadSensorFilling | None) -> InputRecord:
     """Predict one input file into out_dir/output; a record of what happened (failures included)."""
     start = time.monotonic()
     try:
         if not Path(path).is_file():
             raise DataError(f"file {path}: does not exist (moved or deleted after it was listed?)")
-        result = collect(model, prediction_loader(cfg, [path], batch_size, extras=RAW_INPUTS))
-        written = write_predictions(out_dir / output, model, cfg, result, path, sha256)
+        result = collect(model, input_loader(cfg, [path], batch_size, inpaint))
+        written = write_predictions(out_dir / output, model, cfg, result, path, sha256, inpaint)
     except (DataError, PredictionFileError, OSError) as err:
         message = for_flags(str(err), DATA_FLAGS)
         log.error("%s: %s", path, message)
@@ -155,9 +172,11 @@ def _predict_one(model: PredictionModel, cfg: RegressorConfig, path: str, out_di
 
 
 def predict_each(model: PredictionModel, cfg: RegressorConfig, items: Sequence[str], out_dir: Path,
-                 batch_size: int, force: bool = False) -> tuple[dict[str, str], list[str]]:
-    """One prediction file and one record per input file of `items` in `out_dir`, skipping inputs the same
-    model predicted completely; returns ({input: output name}, the inputs skipped)."""
+                 batch_size: int, force: bool = False,
+                 inpaint: DeadSensorFilling | None = None) -> tuple[dict[str, str], list[str]]:
+    """One prediction file and one record per input file of `items` in `out_dir` (dead sensors filled by
+    `inpaint`, if given), skipping inputs the same model predicted completely; returns ({input: output name},
+    the inputs skipped)."""
     sha256 = file_sha256(model.description["path"])
     outputs = output_names(_input_files(items))
     complete, other = completed_inputs(out_dir, outputs, sha256)
@@ -168,7 +187,7 @@ def predict_each(model: PredictionModel, cfg: RegressorConfig, items: Sequence[s
         log.info("%s: predictions complete in %s, skipped", path, out_dir / outputs[path])
     for path, output in outputs.items():
         if path not in complete:
-            record = _predict_one(model, cfg, path, out_dir, output, batch_size, sha256)
+            record = _predict_one(model, cfg, path, out_dir, output, batch_size, sha256, inpaint)
             write_record(out_dir, record)
             if record.status == DONE:
                 log.info("%s: %d events -> %s (%.1f s)", path, record.events, out_dir / output, record.seconds)
@@ -193,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tree", dest="tree_name", help="TTree / RNTuple name (default: the run's data.tree_name)")
     parser.add_argument("--npho-branch", dest="npho_branch", help="npho branch (default: the run's)")
     parser.add_argument("--time-branch", dest="time_branch", help="time branch (default: the run's)")
+    parser.add_argument("--inpaint", metavar="FILLER",
+                        help="fill dead sensors before the regressor runs: an inpainter checkpoint, or a baseline "
+                             "(neighbour, solid_angle)")
     return parser
 
 
@@ -200,10 +222,11 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and predict as the arguments say; returns the exit code."""
     data = {key: getattr(args, key) for key in ("tree_name", "npho_branch", "time_branch") if getattr(args, key)}
     model, cfg = load_model(args.checkpoint, args.format, args.device, data)
+    inpaint = None if args.inpaint is None else DeadSensorFilling(args.inpaint, args.device)
     if args.out is not None:
-        predict(model, cfg, args.input, args.out, args.batch_size)
+        predict(model, cfg, args.input, args.out, args.batch_size, inpaint)
         return 0
-    outputs, skipped = predict_each(model, cfg, args.input, args.out_dir, args.batch_size, args.force)
+    outputs, skipped = predict_each(model, cfg, args.input, args.out_dir, args.batch_size, args.force, inpaint)
     if args.no_summary:
         return 0
     summary = summarize(args.out_dir, outputs, skipped, model.description)

@@ -1,4 +1,5 @@
-"""Shared fixtures and helpers of the end-to-end tests (MAE pretraining, regressor fine-tuning, transfer, DDP).
+"""Shared fixtures and helpers of the end-to-end tests (MAE pretraining, regressor fine-tuning, inpainter, transfer,
+DDP).
 
 Import the fixtures a test module uses by name (`from tests.fixtures_e2e import e2e_data, ...`):
 pytest then finds them there. Everything is tiny: a simulated data set of 32 training events
@@ -23,6 +24,7 @@ from lib.io.run_files import LOG_NAME
 REPO = Path(__file__).resolve().parents[1]
 MAE_CONFIG = REPO / "config" / "mae" / "mae_demo.yaml"
 REG_CONFIG = REPO / "config" / "reg" / "reg_demo.yaml"
+INP_CONFIG = REPO / "config" / "inp" / "inpainter_demo.yaml"
 TRAIN_EVENTS, TRAIN_SHARDS, VAL_EVENTS, BATCH = 32, 2, 16, 16
 STEPS_PER_EPOCH = TRAIN_EVENTS // BATCH
 MLFLOW_DB = "mlflow.db"
@@ -124,6 +126,12 @@ def mae_args(data: E2EData, save_dir: Path, run_name: str, *extra: str) -> list[
 def reg_args(data: E2EData, save_dir: Path, run_name: str, *extra: str) -> list[str]:
     """Arguments of a tiny regressor run (demo config: energy + position, baseline on 32 events)."""
     return [*common_args(REG_CONFIG, data, save_dir, run_name), "--set", "baseline.fit_events=32", *extra]
+
+
+def inp_args(data: E2EData, save_dir: Path, run_name: str, *extra: str) -> list[str]:
+    """Arguments of a tiny inpainter run (demo config, validation predictions of the whole val set)."""
+    return [*common_args(INP_CONFIG, data, save_dir, run_name),
+            "--set", f"training.num_val_predictions={VAL_EVENTS}", *extra]
 
 
 @dataclass(frozen=True)

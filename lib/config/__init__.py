@@ -4,7 +4,8 @@ from __future__ import annotations
 from lib.config.cli import COMMON_FLAGS, build_arg_parser, cli_values, parse_args
 from lib.config.geometry_schema import GeometryConfig
 from lib.config.load import ConfigError, load_config, migrate_legacy, read_yaml, validate_data
-from lib.config.model_schema import ModelConfig, RegressorModelConfig
+from lib.config.inpainter_schema import InpainterConfig, InpainterDataConfig, InpainterTrainingConfig
+from lib.config.model_schema import InpainterModelConfig, ModelConfig, PretrainedEncoderConfig, RegressorModelConfig
 from lib.config.normalization_schema import NormalizationConfig
 from lib.config.task_schema import TASK_SPECS, TaskConfig, TasksConfig, parse_tasks
 from lib.config.resolved import (
@@ -15,9 +16,9 @@ from lib.config.resolved import (
     to_dict,
     write_resolved,
 )
+from lib.config.roots import ROOTS
 from lib.config.schema import (
     LEGACY_KEYS,
-    ROOTS,
     SCHEMA_VERSION,
     BaselineConfig,
     CheckpointConfig,
@@ -48,11 +49,16 @@ __all__ = [
     "EMAConfig",
     "EarlyStoppingConfig",
     "GeometryConfig",
+    "InpainterConfig",
+    "InpainterDataConfig",
+    "InpainterModelConfig",
+    "InpainterTrainingConfig",
     "MAEConfig",
     "RegressorConfig",
     "MLflowConfig",
     "ModelConfig",
     "NormalizationConfig",
+    "PretrainedEncoderConfig",
     "RegressorModelConfig",
     "RunConfig",
     "SlurmConfig",

@@ -25,7 +25,7 @@ from lib.config.research_migration import (
     write_migrated,
 )
 from lib.config.resolved import dump_yaml
-from lib.config.schema import ROOTS
+from lib.config.roots import ROOTS
 from lib.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)

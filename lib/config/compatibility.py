@@ -23,6 +23,7 @@ WEIGHT_DEFINING_KEYS: dict[str, str] = {
     "data.time_branch": "the input branch read as the time channel",
     "training.mask_ratio": "the MAE's objective: how much of each event the weights learned to reconstruct",
     "training.time": "the time channel's objective: which sensors teach time, their weights, their mask ratio",
+    "training.mask_mode": "the inpainter's objective: which sensors it learned to fill (random or dead patterns)",
 }
 """Dotted keys (whole sections, subsections or single keys) whose values fix what the weights mean, each with
 the reason. Anything else (lr, epochs, batch size, schedule, logging, paths) may change within a run."""

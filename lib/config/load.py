@@ -33,6 +33,8 @@ from lib.config.suggestions import (
 log = logging.getLogger(__name__)
 
 _DOTTED_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+TOP_LEVEL = "<top level>"
+"""What an error message names for a check of the whole config (one across sections)."""
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 
 
@@ -317,7 +319,7 @@ def _locate(loc: tuple, root: type[BaseModel], unknown: bool) -> tuple[str, Fiel
         elif unknown and i == len(loc) - 1:
             owner = model
             parts.append(str(item))
-    return ".".join(parts) or "<top level>", field, owner
+    return ".".join(parts) or TOP_LEVEL, field, owner
 
 
 def _source_of(key: str, sources: Sources) -> str | None:
@@ -333,7 +335,15 @@ def _source_of(key: str, sources: Sources) -> str | None:
 
 def _offending_child(key: str, value: Any, reason: str, sources: Sources) -> tuple[str, Any]:
     """For a check of a whole section (e.g. of `tasks` or `model`), the key given inside it that the reason
-    names first, and its value; else `key` and `value` themselves."""
+    names first, and its value; for a check across sections, the dotted key given that it names first;
+    else `key` and `value` themselves."""
+    if key == TOP_LEVEL:
+        named_keys = [(found.start(), given) for given in sources
+                      if (found := re.search(rf"(?<![\w.]){re.escape(given)}(?![\w.])", reason))]
+        if not named_keys:
+            return key, value
+        child = min(named_keys)[1]
+        return child, _get_dotted(value, child) if _has_dotted(value, child) else None
     depth = key.count(".") + 1
     named = []
     for given in sources:

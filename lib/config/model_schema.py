@@ -149,16 +149,31 @@ class ModelConfig(BaseModel):
         return self
 
 
-class RegressorModelConfig(ModelConfig):
-    """Encoder architecture plus how the regressor starts from a pretrained MAE encoder."""
+class PretrainedEncoderConfig(ModelConfig):
+    """Encoder architecture plus how a model built on the encoder (regressor, inpainter) starts from a
+    pretrained MAE encoder."""
 
     pretrained_encoder: str | None = None
     """MAE export (encoder_best.pt) or full MAE checkpoint to initialise the encoder from."""
     allow_normalization_mismatch: bool = False
     """Load a pretrained encoder even when its normalization differs from this run's."""
     freeze_encoder: bool = False
-    """Keep every encoder parameter fixed (only the task heads train)."""
+    """Keep every encoder parameter fixed (only the heads train)."""
+
+
+class RegressorModelConfig(PretrainedEncoderConfig):
+    """The regressor's encoder, where it starts, and which of its layers train at which rate."""
+
     trainable_layers: int | None = Field(None, ge=0)
     """Keep only the last N encoder stage groups trainable (None: all)."""
     layer_decay: float = Field(1.0, gt=0.0, le=1.0)
     """Layer-wise lr decay: stage group k from the top gets lr * layer_decay**k (1.0: off)."""
+
+
+class InpainterModelConfig(PretrainedEncoderConfig):
+    """The inpainter: the encoder (where it starts, frozen or not) and its per-face heads."""
+
+    predict_channels: list[Literal["npho", "time"]] = ["npho"]
+    """Channels the inpainter predicts at masked sensors: ["npho"] or ["npho", "time"]."""
+    head_hidden: int = Field(64, gt=0)
+    """Width of the per-face heads, which read the face's tokens and each masked sensor's neighbourhood."""

@@ -30,6 +30,10 @@ OUTER_FACE = ("the outer face is always encoded at sensor resolution here: its c
               "patch (the research code's outer_mode 'split'), no fine grid to pool")
 FOREIGN_CHECKPOINT = "a research-code checkpoint cannot be loaded here; the run starts from scratch"
 SEED_CONTROL = "applies once checkpoint.resume_from names a checkpoint of this project"
+FOREIGN_MAE = ("a research-code MAE checkpoint cannot be loaded here; pretrain with lib.train_mae and give its "
+               "encoder_best.pt as model.pretrained_encoder (the encoder starts from scratch until then)")
+INPAINTER_HEADS = ("the inpainter's heads here are per-face MLPs that read the face's tokens and each masked "
+                   "sensor's same-face neighbourhood")
 _TWO_D_REWEIGHTING = ("angle", "uvwFI")
 _REWEIGHT_DEFAULTS = {"nbins": 30, "nbins_2d": [20, 20]}
 _ONECYCLE_PCT_START = 0.3
@@ -301,3 +305,30 @@ def fiducial_bound(value: Any, key: str, old: OldFile) -> Outcome:
     if bound not in FIDUCIAL_BOUNDS or (value is None and bound != "w_max"):
         return lost(f"evaluation.fiducial has {', '.join(FIDUCIAL_BOUNDS)}, and only w_max may be null")
     return mapped({f"evaluation.fiducial.{bound}": value})
+
+
+def per_face_mask_ratio(value: Any, key: str, old: OldFile) -> Outcome:
+    """Per-face mask ratios of the research inpainter: one training.mask_ratio here."""
+    return lost("one training.mask_ratio for every face here (the inpainter's default is 0.05)")
+
+
+def local_context(value: Any, key: str, old: OldFile) -> Outcome:
+    """The heads here always read the neighbourhood of each masked sensor."""
+    return dropped(f"on, as here: {INPAINTER_HEADS}") if value else lost(INPAINTER_HEADS)
+
+
+def head_type(value: Any, key: str, old: OldFile) -> Outcome:
+    """per_face is what the heads here are; any other head type is lost."""
+    return dropped(f"as here: {INPAINTER_HEADS}") if value == "per_face" else lost(INPAINTER_HEADS)
+
+
+def cross_attention_parameter(value: Any, key: str, old: OldFile) -> Outcome:
+    """A parameter of the research code's cross-attention head: lost with it, dropped when another head is used."""
+    if old.get("model.head_type") == "cross_attention":
+        return lost(INPAINTER_HEADS)
+    return dropped("model.head_type is not cross_attention")
+
+
+def mae_checkpoint(value: Any, key: str, old: OldFile) -> Outcome:
+    """The research code's MAE checkpoint is not loadable here."""
+    return dropped("the encoder starts from scratch") if value in (None, "") else lost(FOREIGN_MAE)

@@ -15,7 +15,6 @@ from lib.config.research_rules import (
     Rule,
     choice,
     companion_of,
-    inpainter,
     legacy,
     no_equivalent,
     not_needed,
@@ -57,11 +56,17 @@ RESEARCH_KEYS: dict[str, Rule] = {
     "model.dim_feedforward": Rule(None, conv.dim_feedforward, about=conv.FUSION_FFN),
     "model.num_fusion_layers": rename("model.fusion_depth"),
     "model.mask_ratio": rename("training.mask_ratio"),
-    "model.mask_ratio.*": inpainter("per-face mask ratios"),
+    "model.mask_ratio.*": Rule("training.mask_ratio", conv.per_face_mask_ratio),
     "model.mask_npho_flat": no_equivalent("masking here is uniform over the valid sensors"),
-    **{f"model.{key}": inpainter() for key in (
-        "freeze_encoder", "use_local_context", "use_masked_attention", "head_type", "sensor_positions_file",
-        "cross_attn_k", "cross_attn_hidden", "cross_attn_latent_dim", "cross_attn_pos_dim")},
+    # model (inpainter)
+    "model.freeze_encoder": rename("model.freeze_encoder"),
+    "model.use_local_context": Rule(None, conv.local_context, about=conv.INPAINTER_HEADS),
+    "model.use_masked_attention": no_equivalent(conv.INPAINTER_HEADS),
+    "model.head_type": Rule(None, conv.head_type, about=conv.INPAINTER_HEADS),
+    "model.sensor_positions_file": not_needed("sensor positions come from lib/geometry (geometry.sensor_table "
+                                              "reads an as-built table)"),
+    **{f"model.{key}": Rule(None, conv.cross_attention_parameter, about=conv.INPAINTER_HEADS)
+       for key in ("cross_attn_k", "cross_attn_hidden", "cross_attn_latent_dim", "cross_attn_pos_dim")},
     # tasks (regressor)
     "tasks.*": Rule("tasks.*", conv.task_without_settings),
     "tasks.*.enabled": Rule("tasks.*", conv.task_enabled),
@@ -108,8 +113,9 @@ RESEARCH_KEYS: dict[str, Rule] = {
     "training.intensity_reweighting.enabled": no_equivalent("no intensity reweighting of MAE samples here"),
     "training.intensity_reweighting.*": companion_of("training.intensity_reweighting.enabled",
                                                      "no intensity reweighting of MAE samples here"),
-    "training.mae_checkpoint": inpainter("the MAE to start from"),
-    "training.save_root_predictions": inpainter(),
+    "training.mae_checkpoint": Rule("model.pretrained_encoder", conv.mae_checkpoint, about=conv.FOREIGN_MAE),
+    "training.save_root_predictions": not_needed("validation predictions are written once, at the end of the run "
+                                                 "(training.num_val_predictions)"),
     # checkpoint, tracking, cluster
     "checkpoint.save_dir": Rule("checkpoint.save_dir", conv.save_dir),
     "checkpoint.resume_from": Rule(None, conv.resume_from, about=conv.FOREIGN_CHECKPOINT),

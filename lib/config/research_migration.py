@@ -18,21 +18,19 @@ from pydantic import BaseModel
 
 from lib.config.load import ConfigError, Sources, read_yaml, validate_data
 from lib.config.research_keys import DEFAULT_ALIASES, RESEARCH_DEFAULTS, guess_kind, research_rule, research_section
-from lib.config.research_rules import DROPPED, INPAINTER, LOST, MAPPED, OldFile, Outcome, dropped, lost
+from lib.config.research_rules import DROPPED, LOST, MAPPED, OldFile, Outcome, dropped, lost
 from lib.config.resolved import dump_data_yaml
-from lib.config.schema import ROOTS, RunConfig
+from lib.config.roots import ROOTS
+from lib.config.schema import RunConfig
 from lib.config.suggestions import is_mapping_of_sections, section_model
 from lib.io.atomic import atomic_write_text
 
 RESEARCH_KINDS = ("mae", "reg", "inp")
-TARGET_KIND = {"mae": "mae", "reg": "reg", "inp": "mae"}
-"""Our root config for each research kind; the inpainter's shared sections load as an MAE config
-until an inpainter kind exists."""
+"""The research code's config kinds; each becomes our root config of the same kind (lib.config.roots)."""
 _HEADINGS = {
     MAPPED: "mapped (old -> new)",
     DROPPED: "dropped (not needed here)",
     LOST: "no equivalent (these settings are lost)",
-    INPAINTER: "no equivalent yet (inpainter)",
 }
 
 
@@ -61,7 +59,7 @@ class Migration:
     @property
     def root(self) -> type[RunConfig]:
         """Our root config the converted data is validated against."""
-        return ROOTS[TARGET_KIND[self.kind]]
+        return ROOTS[self.kind]
 
 
 def flatten_leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -188,11 +186,7 @@ def kind_line(migration: Migration, source: Path) -> str:
         why = f"guessed from {', '.join(migration.guessed_from)}; pass --kind to choose"
     else:
         why = "guessed: no key of a regressor or inpainter config; pass --kind to choose"
-    text = f"research-code config {source}: kind {migration.kind} ({why})"
-    if migration.kind != TARGET_KIND[migration.kind]:
-        text += (f"\n  no {migration.kind} kind here yet: its shared sections are written as a "
-                 f"{TARGET_KIND[migration.kind]} config")
-    return text
+    return f"research-code config {source}: kind {migration.kind} ({why})"
 
 
 def format_report(migration: Migration, source: Path) -> str:
@@ -206,21 +200,14 @@ def format_report(migration: Migration, source: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _why_lost(outcome: Outcome) -> str:
-    if outcome.status == INPAINTER:
-        return "no equivalent yet (inpainter)" + (f": {outcome.note}" if outcome.note else "")
-    return outcome.note
-
-
 def migrated_yaml(migration: Migration, source: Path) -> str:
     """The new config file: a header naming its origin and the settings that were lost, then the YAML."""
-    kind = TARGET_KIND[migration.kind]
     lines = [f"# Migrated from {source} (research code, kind {migration.kind}) by `python -m lib.config migrate`.",
-             f"# Check it with: python -m lib.config show --kind {kind} --config <this file>"]
-    lost_here = [e for e in migration.entries if e.outcome.status in (LOST, INPAINTER)]
+             f"# Check it with: python -m lib.config show --kind {migration.kind} --config <this file>"]
+    lost_here = [e for e in migration.entries if e.outcome.status == LOST]
     if lost_here:
         lines.append("# Settings of the old file with no equivalent here:")
-        lines += [f"#   {e.key} = {_show(e.value)}: {_why_lost(e.outcome)}" for e in lost_here]
+        lines += [f"#   {e.key} = {_show(e.value)}: {e.outcome.note}" for e in lost_here]
     return "\n".join(lines) + "\n" + dump_data_yaml(migration.data)
 
 

@@ -3,8 +3,8 @@
 A `Rule` says what becomes of one key of a research-code config (weiyuanli-icepp/xec-ml-wl): its
 `target` (our dotted key, for suggestions; None when there is none) and a `convert` function that
 turns the key's value, read together with the rest of the old file (`OldFile`), into an `Outcome`:
-mapped to new keys and values, dropped (not needed here), lost (no equivalent, the setting is
-lost) or inpainter (no equivalent yet: the inpainter kind does not exist yet).
+mapped to new keys and values, dropped (not needed here) or lost (no equivalent, the setting is
+lost).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from lib.config.task_schema import RESEARCH_TASK_NAMES
 
-MAPPED, DROPPED, LOST, INPAINTER = "mapped", "dropped", "lost", "inpainter"
+MAPPED, DROPPED, LOST = "mapped", "dropped", "lost"
 TASK_WILDCARD = "*"
 """A key segment of the table that matches any task name (`tasks.*.loss_fn`)."""
 
@@ -165,13 +165,6 @@ def companion_of(switch: str, reason: str) -> Rule:
         return lost(reason) if old.get(switch) is True else dropped(f"{switch} is off")
 
     return Rule(None, apply, about=reason)
-
-
-def inpainter(reason: str = "") -> Rule:
-    """An inpainter setting (`reason`: what it is, when the name does not say): no equivalent until
-    the inpainter kind exists."""
-    about = "no equivalent yet (inpainter)" + (f": {reason}" if reason else "")
-    return Rule(None, lambda value, key, old: Outcome(INPAINTER, note=reason), about=about)
 
 
 def legacy(key: str, legacy_keys: Mapping[str, str]) -> Rule:

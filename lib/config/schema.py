@@ -2,8 +2,8 @@
 
 Defaults live here (and in the section classes imported from lib.normalization
 and lib.config.model_schema), nowhere else. Every section forbids unknown keys.
-A root config (`MAEConfig`, later `RegressorConfig`) is a set of sections;
-`ROOTS` maps a run kind to its root class.
+A root config (`MAEConfig`, `RegressorConfig`, lib.config.inpainter_schema's
+`InpainterConfig`) is a set of sections; lib.config.roots `ROOTS` maps a run kind to its root class.
 """
 from __future__ import annotations
 
@@ -301,7 +301,7 @@ class RunConfig(Section):
     """Sections shared by every root config; a root adds its task-specific sections."""
 
     kind: ClassVar[str]
-    """Run kind: prefix of generated run names and key of ROOTS."""
+    """Run kind: prefix of generated run names and key of lib.config.roots.ROOTS."""
 
     schema_version: int = SCHEMA_VERSION
     data: DataConfig = DataConfig()
@@ -412,5 +412,3 @@ class RegressorConfig(RunConfig):
     """Classical estimator reported beside the regressor (see lib/baselines.py)."""
     evaluation: EvaluationConfig = EvaluationConfig()
 
-
-ROOTS: dict[str, type[RunConfig]] = {MAEConfig.kind: MAEConfig, RegressorConfig.kind: RegressorConfig}

@@ -23,6 +23,8 @@ The models use the coarse and dense grids, one cell per sensor.
 Top/bottom faces are hexagonal: rows of HEX_ROW_LENGTHS PMTs with consecutive
 ids, in the half-planes phi = +117.24 / -117.24 deg. HEX_NEIGHBORS slots are
 (left, right, row-below a, row-below b, row-above a, row-above b), -1 = none.
+face_neighbours() (lib.geometry.neighbours) is every sensor's same-face neighbourhood (touching grid
+cells, the outer face on its fine grid, the hex graph); (4760, K) padded with NO_NEIGHBOUR = -1.
 
 All numpy arrays are read-only constants of the nominal layout computed at import
 (lib.geometry.sensors), proven against the research code's table to 0.01 cm. An as-built
@@ -42,12 +44,14 @@ from lib.geometry.sensors import (
 from lib.geometry.maps import (
     face_index, flat_to_grid, flat_to_hex, grid_to_flat, hex_to_flat, mask_to_grid, mask_to_hex,
 )
+from lib.geometry.neighbours import NO_NEIGHBOUR, face_neighbours
 from lib.geometry.sensor_table import NOMINAL_GEOMETRY, SensorGeometry, SensorTableError, sensor_geometry
 
 __all__ = [
     "FACE_BOTTOM", "FACE_DS", "FACE_INNER", "FACE_NAMES", "FACE_OUTER", "FACE_TOP", "FACE_US", "GRID_SHAPES",
-    "HEX_EDGES", "HEX_NEIGHBORS", "HEX_ROW_LENGTHS", "IS_SIPM", "N_HEX", "N_SENSORS", "NOMINAL_GEOMETRY", "NORMALS",
+    "HEX_EDGES", "HEX_NEIGHBORS", "HEX_ROW_LENGTHS", "IS_SIPM", "N_HEX", "N_SENSORS", "NO_NEIGHBOUR", "NOMINAL_GEOMETRY",
+    "NORMALS",
     "OUTER_FINE_CELL_COUNT", "OUTER_FINE_FACTOR", "POSITIONS", "SENSOR_FACE", "SensorGeometry", "SensorTableError",
-    "face_ids", "face_index", "flat_to_grid", "flat_to_hex", "grid_to_flat", "grid_ids", "hex_ids", "hex_to_flat",
+    "face_ids", "face_index", "face_neighbours", "flat_to_grid", "flat_to_hex", "grid_to_flat", "grid_ids", "hex_ids", "hex_to_flat",
     "mask_to_grid", "mask_to_hex", "sensor_geometry",
 ]

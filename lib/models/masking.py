@@ -1,9 +1,13 @@
-"""Invalid-aware random masking of sensors for MAE pretraining."""
+"""Invalid-aware masking of sensors: random (MAE pretraining, inpainter) and from dead-channel patterns (inpainter).
+
+Only npho-valid sensors are ever masked: a masked sensor is one whose truth the loss can use.
+"""
 from __future__ import annotations
 
 import torch
 
 _INVALID_NOISE = 2.0  # above any uniform noise in [0, 1): invalid sensors sort last
+_PATTERN_SEED_SALT = 0x2545F4914F6CDD1D  # makes an event's pattern choice independent of its mask noise
 
 
 class EventSeededNoise:
@@ -27,6 +31,13 @@ class EventSeededNoise:
         generator = torch.Generator()
         rows = [torch.rand(shape[1], generator=generator.manual_seed(seed)) for seed in self.seeds]
         return torch.stack(rows).to(device) if rows else torch.empty(tuple(shape), device=device)
+
+    def choose(self, n_options: int, device: torch.device) -> torch.Tensor:
+        """(B,) int64 in [0, n_options), one per event from its own seed (independent of its `draw` noise)."""
+        generator = torch.Generator()
+        picks = [int(torch.randint(n_options, (1,), generator=generator.manual_seed(seed ^ _PATTERN_SEED_SALT)))
+                 for seed in self.seeds]
+        return torch.tensor(picks, dtype=torch.long, device=device)
 
 
 def random_mask(
@@ -69,3 +80,33 @@ def random_mask(
     lowest = noise.topk(most, dim=1, largest=False, sorted=True).indices  # a partial sort: cheaper than argsort
     picked = torch.arange(most, device=noise.device).expand_as(lowest) < n_masked.unsqueeze(1)
     return torch.zeros_like(npho_valid).scatter_(1, lowest, picked)
+
+
+def dead_pattern_mask(npho_valid: torch.Tensor, patterns: torch.Tensor,
+                      generator: EventSeededNoise | None = None) -> torch.Tensor:
+    """Mask each event with one of `patterns` (P, n_sensors) bool (dead-channel lists, lib.data.dead_channels),
+    chosen uniformly (by the global RNG, or by each event's seed), restricted to the event's npho-valid sensors."""
+    if patterns.ndim != 2 or patterns.shape[1] != npho_valid.shape[1] or not len(patterns):
+        raise ValueError(f"dead patterns must be (P >= 1, {npho_valid.shape[1]}) bool, got {tuple(patterns.shape)}")
+    if isinstance(generator, EventSeededNoise):
+        index = generator.choose(len(patterns), npho_valid.device)
+    else:
+        index = torch.randint(len(patterns), (npho_valid.shape[0],), device=npho_valid.device)
+    return patterns.to(npho_valid.device)[index] & npho_valid
+
+
+def inpainting_mask(mode: str, npho_valid: torch.Tensor, time_valid: torch.Tensor, mask_ratio: float,
+                    time_mask_ratio_scale: float = 1.0, patterns: torch.Tensor | None = None,
+                    generator: EventSeededNoise | None = None) -> torch.Tensor:
+    """The inpainter's training mask (B, n_sensors) bool for training.mask_mode `mode`: random (random_mask),
+    dead_pattern (dead_pattern_mask) or mixed (a dead pattern plus random_mask over the other valid sensors)."""
+    if mode == "random":
+        return random_mask(npho_valid, time_valid, mask_ratio, time_mask_ratio_scale, generator)
+    if mode not in ("dead_pattern", "mixed"):
+        raise ValueError(f"training.mask_mode = {mode!r} is unknown; use random, dead_pattern or mixed")
+    if patterns is None:
+        raise ValueError(f"training.mask_mode = {mode} needs dead-channel patterns (data.dead_channels)")
+    dead = dead_pattern_mask(npho_valid, patterns, generator)
+    if mode == "dead_pattern":
+        return dead
+    return dead | random_mask(npho_valid & ~dead, time_valid, mask_ratio, time_mask_ratio_scale, generator)

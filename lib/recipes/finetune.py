@@ -28,12 +28,11 @@ from lib.evaluation.worst_events import read_raw_events, worst_events
 from lib.models.regressor import Regressor
 from lib.normalization import describe
 from lib.tasks import SELECTED, TaskBalancer, build_tasks, by_output
-from lib.recipes.transfer import load_pretrained_encoder
+from lib.recipes.transfer import load_pretrained_encoder, write_transfer_report
 
 log = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.json"
-TRANSFER_REPORT_NAME = "pretrained_encoder.json"
 WORST_EVENTS_NAME = "worst_events.json"
 
 
@@ -206,8 +205,7 @@ def finish(cfg: RegressorConfig, dist: DistInfo, result: dict[str, Any], task: F
     if not dist.is_main:
         return
     run_dir = Path(result["run_dir"])
-    if task.transfer_report is not None:
-        atomic_write_text(run_dir / TRANSFER_REPORT_NAME, json.dumps(task.transfer_report, indent=1))
+    write_transfer_report(run_dir, task.transfer_report)
     checkpoint = result.get("best_checkpoint") or result.get("last_checkpoint")
     if cfg.data.val_path is None or checkpoint is None:
         return

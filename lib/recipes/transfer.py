@@ -1,13 +1,14 @@
-"""Encoder weight transfer from MAE pretraining to the regressor.
+"""Encoder weight transfer from MAE pretraining to the regressor and the inpainter.
 
 The MAE exports `encoder_best.pt` / `encoder_last.pt`: the encoder weights (EMA when
-enabled) plus the model and normalization config they were trained with. The regressor
+enabled) plus the model and normalization config they were trained with. The regressor (or inpainter)
 loads such an export, or the encoder part of a full xecmae checkpoint (detected by the
 file's content, not its name), and refuses an encoder of another architecture or a
 normalization that differs from its own.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from torch import nn
 
 from lib.config.schema import SCHEMA_VERSION
 from lib.engine.checkpoint import CHECKPOINT_KIND, CheckpointError, evaluation_state, read_torch_file
-from lib.io.atomic import atomic_write
+from lib.io.atomic import atomic_write, atomic_write_text
 from lib.config import ModelConfig, NormalizationConfig
 from lib.normalization import check_compatible
 
@@ -31,6 +32,8 @@ ENCODER_FIELDS = (
 """ModelConfig fields that fix the encoder's architecture (decoder and regularisation fields do not)."""
 ENCODER_PREFIXES = ("mae.encoder.", "encoder.")
 """Where the encoder sits in the state dict of an MAE model and of a regressor."""
+TRANSFER_REPORT_NAME = "pretrained_encoder.json"
+"""What load_pretrained_encoder loaded, in the run directory of a run started from a pretrained encoder."""
 
 
 class TransferError(CheckpointError):
@@ -97,7 +100,7 @@ def load_pretrained_encoder(encoder: nn.Module, path: str | Path, model_cfg: Mod
         details = "; ".join(f"model.{k}: pretrained={saved_arch[k]!r}, this run={wanted_arch[k]!r}"
                             for k in differing)
         raise TransferError(f"the encoder in {path} ({source}) has another architecture: {details}. "
-                            "Use the pretraining run's model settings for the regressor")
+                            "Use the pretraining run's model settings for this run")
     norm_diff = check_compatible(NormalizationConfig(**saved_norm), norm)
     if norm_diff:
         details = "; ".join(f"normalization.{k}: pretrained={saved_norm.get(k)!r}, this run={getattr(norm, k)!r}"
@@ -118,3 +121,9 @@ def load_pretrained_encoder(encoder: nn.Module, path: str | Path, model_cfg: Mod
               "normalization_differs": norm_diff}
     log.info("loaded pretrained encoder from %s (%s): %d tensors", path, source, len(weights))
     return report
+
+
+def write_transfer_report(run_dir: Path, report: dict[str, Any] | None) -> None:
+    """Write load_pretrained_encoder's report as TRANSFER_REPORT_NAME in the run directory (nothing without one)."""
+    if report is not None:
+        atomic_write_text(Path(run_dir) / TRANSFER_REPORT_NAME, json.dumps(report, indent=1))

@@ -53,6 +53,7 @@ from lib import geometry
 from lib.config.load import ConfigError, yaml_error
 from lib.io.atomic import atomic_write
 from lib.geometry.coordinates import unit_vectors_to_angles, uvw_from_xyz
+from lib.geometry.light import PMT_AREA_CM2, SIPM_AREA_CM2
 from lib.geometry.sensor_table import SensorGeometry, sensor_geometry
 from lib.sim import physics
 
@@ -105,9 +106,9 @@ class SimConfig(BaseModel):
     radiation_length_cm: float = Field(2.87, gt=0)
     critical_energy_mev: float = Field(11.0, gt=0)
     light_yield_per_mev: float = Field(6.0e5, gt=0, description="photons per MeV deposited, into 4 pi")
-    sipm_area_cm2: float = Field(1.4, gt=0)
+    sipm_area_cm2: float = Field(SIPM_AREA_CM2, gt=0)
     sipm_efficiency: float = Field(0.15, gt=0, le=1)
-    pmt_area_cm2: float = Field(16.0, gt=0)
+    pmt_area_cm2: float = Field(PMT_AREA_CM2, gt=0)
     pmt_efficiency: float = Field(0.3, gt=0, le=1)
     light_speed_cm_per_ns: float = Field(10.0, gt=0, description="effective speed of scintillation light")
     time_jitter_ns: float = Field(2.0, ge=0, description="time sigma of a single photo-electron")

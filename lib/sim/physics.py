@@ -30,8 +30,9 @@ the sensor positions in lib.geometry; nothing here hard-codes a face.
    eps * A * cos(alpha) / (4 pi (d^2 + A / (2 pi))): the inverse-square law with
    the cosine to the sensor's inward normal (zero for light from behind),
    softened so that a deposit touching a sensor gives at most half its light
-   (the hemisphere limit). SiPM (inner face) and PMT (all others) have separate
-   A and eps; the default PMT efficiency roughly evens out the light collection
+   (the hemisphere limit); the formula lives in lib.geometry.light, shared with
+   the solid-angle inpainting baseline. SiPM (inner face) and PMT (all others)
+   have separate A and eps; the default PMT efficiency roughly evens out the light collection
    over depth. With the defaults, a linear calibration of the summed npho gives
    ~3.5% (central 68%) / ~5% (rms) energy resolution, the dominant term being
    the position dependence of the photo-coverage (denser top/bottom faces, the
@@ -58,6 +59,7 @@ import numpy as np
 
 from lib import geometry
 from lib.geometry.coordinates import azimuth, radius
+from lib.geometry.light import LightCollection, sensor_areas
 from lib.geometry.sensors import INNER_RADIUS
 
 if TYPE_CHECKING:
@@ -144,16 +146,9 @@ class SensorResponse:
 
     def __init__(self, cfg: SimConfig, sensors: SensorGeometry) -> None:
         self.cfg = cfg
-        positions = sensors.positions.astype(np.float32)
-        normals = sensors.normals.astype(np.float32)
-        area = np.where(geometry.IS_SIPM, cfg.sipm_area_cm2, cfg.pmt_area_cm2)
         efficiency = np.where(geometry.IS_SIPM, cfg.sipm_efficiency, cfg.pmt_efficiency)
-        self.positions_t = np.ascontiguousarray(positions.T)  # (3, S)
-        self.normals_t = np.ascontiguousarray(normals.T)
-        self.position_sq = np.einsum("si,si->s", positions, positions)
-        self.normal_dot_position = np.einsum("si,si->s", normals, positions)
-        self.collection = (efficiency * area / (4 * np.pi)).astype(np.float32)
-        self.softening = (area / (2 * np.pi)).astype(np.float32)
+        self.light = LightCollection(sensors.positions, sensors.normals,
+                                     sensor_areas(cfg.sipm_area_cm2, cfg.pmt_area_cm2), efficiency)
 
     def expected(self, deposit_xyz: np.ndarray, deposit_mev: np.ndarray,
                  deposit_time_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,24 +157,9 @@ class SensorResponse:
         deposit_xyz (n, K, 3) cm, deposit_mev (n, K), deposit_time_ns (n, K).
         """
         n, k = deposit_mev.shape
-        points = deposit_xyz.reshape(n * k, 3).astype(np.float32)
-        # |p - s|^2 and n_s . (p - s) as matrix products over the (deposit, sensor) pairs
-        dist_sq = points @ self.positions_t
-        dist_sq *= -2.0
-        dist_sq += np.einsum("mi,mi->m", points, points)[:, None]
-        dist_sq += self.position_sq
-        np.maximum(dist_sq, 1e-6, out=dist_sq)
-        facing = points @ self.normals_t
-        facing -= self.normal_dot_position
-        np.maximum(facing, 0.0, out=facing)
-        dist = np.sqrt(dist_sq)
-        # light fraction = collection * cos / (d^2 + softening), cos = facing / d
-        dist_sq += self.softening
-        dist_sq *= dist
-        facing *= self.collection
-        facing /= dist_sq
+        fraction, dist = self.light.fraction(deposit_xyz.reshape(n * k, 3))
         photons_per_mev = (deposit_mev * self.cfg.light_yield_per_mev).astype(np.float32)
-        light = facing.reshape(n, k, -1)
+        light = fraction.reshape(n, k, -1)
         light *= photons_per_mev[:, :, None]
         expected = light.sum(axis=1)
         arrival = dist.reshape(n, k, -1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib.config import ConfigError, RegressorConfig, load_config, read_yaml
+from lib.config import ConfigError, InpainterConfig, RegressorConfig, load_config, read_yaml
 from lib.config.research_keys import RESEARCH_KEYS, research_rule
 from lib.config.research_migration import (
     check_migrated,
@@ -19,14 +19,13 @@ from lib.config.research_migration import (
     migrate_file,
     write_migrated,
 )
-from lib.config.research_rules import DROPPED, INPAINTER, LOST, MAPPED
+from lib.config.research_rules import DROPPED, LOST, MAPPED
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
 RESEARCH_FILES = {"mae": "research_mae.yaml", "reg": "research_reg.yaml", "reg_legacy": "research_reg_legacy.yaml",
                   "inp": "research_inp.yaml"}
 KIND_OF = {"mae": "mae", "reg": "reg", "reg_legacy": "reg", "inp": "inp"}
-SHOW_KIND = {"mae": "mae", "reg": "reg", "inp": "mae"}
 
 
 def run_config_cli(*args: str) -> subprocess.CompletedProcess:
@@ -61,7 +60,7 @@ def test_every_key_gets_an_outcome_and_the_result_validates(name):
     assert migration.kind == KIND_OF[name]
     given = flatten_leaves(read_yaml(DATA / RESEARCH_FILES[name])[0])
     assert set(given) <= {entry.key for entry in migration.entries}
-    assert all(entry.outcome.status in (MAPPED, DROPPED, LOST, INPAINTER) for entry in migration.entries)
+    assert all(entry.outcome.status in (MAPPED, DROPPED, LOST) for entry in migration.entries)
     assert not [e.key for e in migration.entries if "ignored it too" in e.outcome.note]
     check_migrated(migration)
 
@@ -80,8 +79,8 @@ def test_cli_writes_a_config_that_show_loads(tmp_path, name):
     kind = KIND_OF[name]
     assert f"kind {kind} (guessed from " in report and "pass --kind to choose" in report
     assert "mapped (old -> new):" in report and "dropped (not needed here):" in report
-    assert f"python -m lib.config show --kind {SHOW_KIND[kind]} --config {new}" in report
-    shown = run_config_cli("show", "--kind", SHOW_KIND[kind], "--config", str(new))
+    assert f"python -m lib.config show --kind {kind} --config {new}" in report
+    shown = run_config_cli("show", "--kind", kind, "--config", str(new))
     assert shown.returncode == 0, shown.stderr
     assert yaml.safe_load(shown.stdout)["schema_version"] == 1
 
@@ -101,16 +100,30 @@ def test_report_names_old_key_line_and_new_key(tmp_path):
     assert any("-> evaluation.fiducial.u_max = 23.9" in line for line in fiducial)
 
 
-def test_inpainter_keys_are_listed_as_no_equivalent_yet(tmp_path):
-    done = run_config_cli("migrate", str(DATA / "research_inp.yaml"), "--out", str(tmp_path / "new.yaml"))
+def test_inpainter_config_becomes_an_inp_config(tmp_path):
+    new = tmp_path / "new.yaml"
+    done = run_config_cli("migrate", str(DATA / "research_inp.yaml"), "--out", str(new))
     assert done.returncode == 0, done.stderr
+    cfg = load_config(new, root=InpainterConfig)
+    assert (cfg.model.freeze_encoder, cfg.model.predict_channels, cfg.model.encoder_dim) == (False, ["npho"], 1024)
+    assert cfg.model.pretrained_encoder is None and cfg.training.mask_ratio == 0.05  # the inpainter's own default
     lines = done.stdout.splitlines()
-    part = lines[lines.index("no equivalent yet (inpainter):"):]
-    for key in ("model.head_type", "model.freeze_encoder", "training.mae_checkpoint", "model.mask_ratio.inner"):
-        assert any(line.strip().startswith(key) for line in part), key
-    assert "no inp kind here yet" in done.stdout
-    header = (tmp_path / "new.yaml").read_text().split("data:")[0]
-    assert "model.head_type" in header and "no equivalent yet (inpainter)" in header
+    lost_part = lines[lines.index("no equivalent (these settings are lost):"):]
+    for key in ("model.head_type", "model.cross_attn_k", "training.mae_checkpoint", "model.mask_ratio.inner"):
+        assert any(line.strip().startswith(key) for line in lost_part), key
+    mae_line = next(line for line in lost_part if line.strip().startswith("training.mae_checkpoint"))
+    assert "encoder_best.pt as model.pretrained_encoder" in mae_line
+    header = new.read_text().split("data:")[0]
+    assert "model.head_type" in header and "per-face MLPs" in header
+
+
+def test_inpainter_head_choices_of_the_research_code():
+    per_face = migrated("model:\n  head_type: per_face\n  cross_attn_k: 8\n  use_local_context: false\n")
+    assert outcome_of(per_face, "model.head_type").status == DROPPED
+    assert outcome_of(per_face, "model.cross_attn_k").status == DROPPED
+    assert outcome_of(per_face, "model.use_local_context").status == LOST
+    ratio = migrated("model:\n  head_type: per_face\n  mask_ratio: 0.1\n")
+    assert check_migrated(ratio).training.mask_ratio == 0.1
 
 
 def test_without_out_the_yaml_goes_to_stdout_and_the_report_to_stderr(tmp_path):

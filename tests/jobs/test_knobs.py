@@ -14,7 +14,8 @@ from jobs.plans import sweep_points
 from lib.config import ConfigError, SlurmConfig
 
 REPO = Path(__file__).resolve().parents[2]
-WRAPPERS = {"run_mae.sh": "mae", "run_regressor.sh": "regressor", "run_chain.sh": "chain", "run_sweep.sh": "sweep"}
+WRAPPERS = {"run_mae.sh": "mae", "run_regressor.sh": "regressor", "run_inpainter.sh": "inpainter",
+            "run_chain.sh": "chain", "run_sweep.sh": "sweep"}
 
 
 @pytest.mark.parametrize("text, seconds", [

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.slurm
 @pytest.mark.parametrize("wrapper, args", [
     ("run_mae.sh", ["config/mae/mae_demo.yaml"]),
     ("run_regressor.sh", ["config/reg/reg_demo.yaml"]),
+    ("run_inpainter.sh", ["config/inp/inpainter_demo.yaml"]),
     ("run_chain.sh", ["config/mae/mae_demo.yaml", "config/reg/reg_demo.yaml"]),
+    ("run_chain.sh", ["config/mae/mae_demo.yaml", "config/inp/inpainter_demo.yaml", "--second", "inpainter"]),
     ("run_sweep.sh", ["config/mae/mae_demo.yaml", "--grid", "training.lr=1e-4,3e-4"]),
 ])
 def test_dry_run_prints_accepted_scripts_and_submits_nothing(slurm_workspace, wrapper, args):
@@ -80,6 +82,26 @@ def test_chain_end_to_end_with_the_real_trainers(slurm_workspace):
     experiment = client.get_experiment_by_name("xecmae_demo")
     names = {run.info.run_name: run.info.status for run in client.search_runs([experiment.experiment_id])}
     assert names == {"mae_demo": "FINISHED", "reg_demo": "FINISHED"}
+
+
+def test_chain_mae_then_inpainter_with_the_real_trainers(slurm_workspace):
+    runs = slurm_workspace["runs"]
+    done = subprocess.run(
+        [str(REPO / "jobs" / "run_chain.sh"), "config/mae/mae_demo.yaml", "config/inp/inpainter_demo.yaml",
+         "--second", "inpainter", *slurm_workspace["sets"], "--wait"],
+        env=slurm_env(), capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    encoder = runs / "mae_demo" / "encoder_best.pt"
+    assert records(runs / "inp_demo")[0]["after"] == records(runs / "mae_demo")[0]["job_id"]
+    for name in ("mae_demo", "inp_demo"):
+        assert (runs / name / "DONE").exists() and f"run {name} (finished)" in done.stdout
+    inp_cfg = yaml.safe_load((runs / "inp_demo" / "config.yaml").read_text())
+    assert inp_cfg["model"]["pretrained_encoder"] == str(encoder)
+    loaded = json.loads((runs / "inp_demo" / "pretrained_encoder.json").read_text())  # written by the trainer
+    assert Path(loaded["path"]) == encoder.resolve()
+    from lib.recipes.inpainting import load_inpainter
+
+    assert load_inpainter(runs / "inp_demo" / "checkpoints" / "last.pt").cfg.checkpoint.run_name == "inp_demo"
 
 
 @pytest.mark.parametrize("procs", [1, 2])

@@ -33,6 +33,32 @@ def test_dry_run_chain_points_the_regressor_at_the_mae_encoder(workspace, submit
     assert not workspace["runs"].exists()
 
 
+def test_dry_run_chain_with_the_inpainter_second(workspace, submit):
+    code, out, _ = submit(["chain", workspace["mae"], workspace["reg"], "--second", "inpainter",
+                           "--inp-set", "training.mask_ratio=0.1"], {"DRY_RUN": "1"})
+    encoder = workspace["runs"] / "pre" / "encoder_best.pt"
+    assert code == 0
+    assert f"-m lib.train_inpainter --config {(workspace['runs'] / 'fine').resolve()}/config.yaml" in out
+    assert f"model.pretrained_encoder: None -> {str(encoder)!r}" in out and "training.mask_ratio: 0.05 -> 0.1" in out
+    assert "fine starts after pre completes successfully (afterok)" in out
+    assert not workspace["runs"].exists()
+
+
+def test_chain_overrides_of_the_other_second_run_are_refused(workspace, submit):
+    code, _, err = submit(["chain", workspace["mae"], workspace["reg"], "--second", "inpainter",
+                           "--reg-set", "training.lr=1e-3"], {"DRY_RUN": "1"})
+    assert code == 2 and "--reg-set training.lr=1e-3" in err and "--inp-set" in err
+
+
+def test_inpainter_with_a_bad_dead_channel_list_is_refused_before_anything(workspace, submit):
+    dead = workspace["tmp"] / "dead.txt"
+    dead.write_text("12\n5000\n")
+    code, _, err = submit(["inpainter", workspace["reg"], "--set", f"data.dead_channels={dead}",
+                           "--set", "training.mask_mode=mixed"])
+    assert code == 2 and f"{dead}:2" in err and "out of range" in err
+    assert not workspace["runs"].exists()
+
+
 def test_dry_run_does_not_import_torch(workspace):
     probe = ("import sys; from jobs.submit import main; "
              f"code = main(['mae', {workspace['mae']!r}], {{'DRY_RUN': '1', 'EXECUTOR': 'local'}}); "

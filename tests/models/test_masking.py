@@ -1,11 +1,11 @@
-"""Invalid-aware random masking (lib.models.masking.random_mask)."""
+"""Invalid-aware masking: random (random_mask) and from dead-channel patterns (dead_pattern_mask, inpainting_mask)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from lib.geometry import N_SENSORS
-from lib.models.masking import random_mask
+from lib.models.masking import EventSeededNoise, dead_pattern_mask, inpainting_mask, random_mask
 
 
 def _validity(batch: int, invalid_fraction: float, time_invalid_fraction: float, seed: int = 0):
@@ -86,3 +86,59 @@ def test_mismatched_mask_shapes_raise():
     npho_valid, time_valid = _validity(2, invalid_fraction=0.1, time_invalid_fraction=0.1)
     with pytest.raises(ValueError, match="time_valid"):
         random_mask(npho_valid, time_valid[:1], 0.5)
+
+
+def _patterns(n_patterns: int, dead_fraction: float, seed: int) -> torch.Tensor:
+    return torch.rand(n_patterns, N_SENSORS, generator=torch.Generator().manual_seed(seed)) < dead_fraction
+
+
+def test_dead_pattern_masks_exactly_one_pattern_restricted_to_valid_sensors():
+    npho_valid, _ = _validity(32, invalid_fraction=0.2, time_invalid_fraction=0.1, seed=11)
+    patterns = _patterns(3, 0.05, seed=12)
+    torch.manual_seed(13)
+    mask = dead_pattern_mask(npho_valid, patterns)
+    assert not (mask & ~npho_valid).any()
+    used = set()
+    for event in range(len(mask)):
+        matches = [p for p in range(len(patterns)) if torch.equal(mask[event], patterns[p] & npho_valid[event])]
+        assert len(matches) == 1  # the patterns differ, so the event's mask names its pattern
+        used.add(matches[0])
+    assert used == {0, 1, 2}
+
+
+def test_event_seeded_dead_patterns_are_fixed_per_event():
+    npho_valid, time_valid = _validity(12, invalid_fraction=0.1, time_invalid_fraction=0.1, seed=14)
+    patterns = _patterns(5, 0.03, seed=15)
+    noise = EventSeededNoise(torch.arange(100, 112))
+    first = inpainting_mask("mixed", npho_valid, time_valid, 0.05, patterns=patterns, generator=noise)
+    order = torch.tensor([7, 2, 11])
+    again = inpainting_mask("mixed", npho_valid[order], time_valid[order], 0.05, patterns=patterns,
+                            generator=EventSeededNoise(torch.arange(100, 112)[order]))
+    assert torch.equal(again, first[order])
+    chosen = noise.choose(len(patterns), torch.device("cpu"))
+    assert len(set(chosen.tolist())) > 1 and torch.equal(chosen, noise.choose(len(patterns), torch.device("cpu")))
+
+
+def test_mixed_masks_the_pattern_plus_the_ratio_of_the_other_valid_sensors():
+    npho_valid, time_valid = _validity(16, invalid_fraction=0.1, time_invalid_fraction=0.2, seed=16)
+    patterns = _patterns(1, 0.04, seed=17)
+    mask = inpainting_mask("mixed", npho_valid, time_valid, 0.05, patterns=patterns,
+                           generator=EventSeededNoise(torch.arange(16)))
+    assert not (mask & ~npho_valid).any()
+    dead = patterns[0] & npho_valid
+    assert (mask | ~dead).all()  # every valid dead sensor is masked
+    others = npho_valid & ~dead
+    assert (mask & others).sum(1).tolist() == torch.round(others.sum(1) * 0.05).long().tolist()
+    only_dead = inpainting_mask("dead_pattern", npho_valid, time_valid, 0.05, patterns=patterns)
+    assert torch.equal(only_dead, dead)
+
+
+def test_random_mode_is_random_mask_and_pattern_modes_need_patterns():
+    npho_valid, time_valid = _validity(4, invalid_fraction=0.1, time_invalid_fraction=0.1, seed=18)
+    noise = EventSeededNoise(torch.arange(4))
+    assert torch.equal(inpainting_mask("random", npho_valid, time_valid, 0.05, generator=noise),
+                       random_mask(npho_valid, time_valid, 0.05, generator=noise))
+    with pytest.raises(ValueError, match="needs dead-channel patterns"):
+        inpainting_mask("dead_pattern", npho_valid, time_valid, 0.05)
+    with pytest.raises(ValueError, match="training.mask_mode = 'stripes' is unknown"):
+        inpainting_mask("stripes", npho_valid, time_valid, 0.05)

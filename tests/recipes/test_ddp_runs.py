@@ -13,7 +13,7 @@ from lib.engine import load_checkpoint
 from lib.io.atomic import temporary_files
 from lib.io.run_files import MLFLOW_RUN_ID_NAME
 from tests.fixtures_e2e import (  # noqa: F401 (fixtures)
-    REPO, E2EData, e2e_data, mae_args, mlflow_runs, read_history, reg_args, save_dir,
+    REPO, E2EData, e2e_data, inp_args, mae_args, mlflow_runs, read_history, reg_args, save_dir,
 )
 
 N_RANKS = 2
@@ -73,3 +73,13 @@ def test_two_rank_regressor_run_quick(e2e_data: E2EData, save_dir):
     metrics = json.loads((save_dir / "ddp_reg_quick" / "metrics.json").read_text())
     history = read_history(save_dir / "ddp_reg_quick")
     assert metrics["regressor"]["E_rel_w68_pct"] == pytest.approx(history[0]["val/E_rel_w68_pct"], rel=1e-6)
+
+
+def test_two_rank_inpainter_run_with_dead_patterns(e2e_data: E2EData, save_dir, tmp_path):
+    dead = tmp_path / "dead.txt"
+    dead.write_text("1 3\n1 4000\n2 17\n2 4700\n")
+    args = inp_args(e2e_data, save_dir, "ddp_inp", "--epochs", "1", *DDP_BATCH, "--mask_mode", "mixed",
+                    "--dead_channels", str(dead))
+    _torchrun("lib.train_inpainter", args, plots=False)
+    _assert_one_run_written_by_rank_0(save_dir, "ddp_inp", 1)
+    assert (save_dir / "ddp_inp" / "predictions" / "inpainter_predictions_val.root").is_file()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Submit dead-channel inpainter training (one run); MAE then inpainter: ./jobs/run_chain.sh --second inpainter.
+#
+# Usage: ./jobs/run_inpainter.sh [CONFIG] [--set model.pretrained_encoder=PATH ...] [knob flags]
+# Check a submission first with DRY_RUN=1; without sbatch on PATH the run happens on this machine.
+# Everything is validated in Python (python -m jobs.submit inpainter --help); this script only
+# picks the interpreter and passes the arguments on.
+#
+# Knobs: environment variables (or the same-named flags, e.g. --num-gpus 4). Unset knobs take the
+# config's value; [in brackets] the default of the schema or of the job suite.
+#   PYTHON        python interpreter with xecmae installed [python]
+#   CONFIG        config file, or give it as the first argument [config/inp/inpainter_config.yaml]
+#   PARTITION     slurm.partition: None: the cluster's default partition [unset]
+#   TIME          slurm.time: Wall-time limit in a SLURM format (HH:MM:SS, D-HH:MM:SS, minutes) [24:00:00]
+#   NUM_GPUS      slurm.num_gpus: GPUs per node [1]
+#   NODES         slurm.nodes [1]
+#   CPUS_PER_GPU  slurm.cpus_per_gpu [8]
+#   MEM           slurm.mem: Memory per node, e.g. 128G (None: the cluster's default) [unset]
+#   ACCOUNT       slurm.account [unset]
+#   QOS           slurm.qos [unset]
+#   CONSTRAINT    slurm.constraint [unset]
+#   RUN_NAME      checkpoint.run_name: Run folder name under save_dir (None: <kind>_<UTC timestamp>) [unset]
+#   RESUME_FROM   checkpoint.resume_from: Checkpoint file to resume from [unset]
+#   EXECUTOR      slurm: sbatch via submitit; local: a process on this machine; auto: slurm where sbatch and sinfo work [auto]
+#   DRY_RUN       Validate and print what would be submitted; submit nothing, create nothing [0]
+#   CPU_PROCS     Run CPU-only with this many processes (gloo) instead of slurm.num_gpus GPUs per node [unset]
+#   FORCE         Submit into an existing run directory (a finished one is run again from its last.pt) [0]
+#   WAIT          Wait for the jobs to end, then print the artifacts and headline numbers (always on for local) [0]
+set -euo pipefail
+exec "${PYTHON:-python}" -m jobs.submit inpainter "$@"
