@@ -88,3 +88,11 @@ def test_frozen_encoder_has_no_trainable_weights_and_stays_in_eval_mode(cfg):
     assert not any(param.requires_grad for param in model.encoder.parameters())
     assert all(param.requires_grad for param in model.heads.parameters())
     assert not model.encoder.training and model.heads.training
+
+
+def test_dense_heads_give_the_masked_rows_values(model, event):
+    x, npho_valid, time_valid, mask = event
+    with torch.no_grad():
+        rows, dense = model(x, npho_valid, time_valid, mask), model(x, npho_valid, time_valid, mask, dense=True)
+    torch.testing.assert_close(dense, rows, rtol=1e-5, atol=1e-6)
+    assert (dense[~mask] == 0).all()
