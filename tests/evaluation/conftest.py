@@ -1,4 +1,4 @@
-"""Session fixtures of the export tests: a tiny regressor and a tiny MAE trained for one step, and the
+"""Session fixtures of the export tests: a tiny regressor, MAE and inpainter trained for one step, and the
 regressor's ONNX export (each made once per session; defined here so every test module shares them)."""
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Iterator
 
 import pytest
 
-from lib import train_mae, train_regressor
+from lib import train_inpainter, train_mae, train_regressor
 from tests.evaluation.export_helpers import CHECK_EVENTS, ONE_STEP, REG_TASKS, OnnxExport, run_export
 from tests.fixtures_e2e import (
-    E2EData, detach_run_logs, e2e_data, isolate_run, mae_args, new_save_dir, one_thread, reg_args,  # noqa: F401
+    E2EData, detach_run_logs, e2e_data, inp_args, isolate_run, mae_args, new_save_dir, one_thread,  # noqa: F401
+    reg_args,
 )
 
 
@@ -35,6 +36,13 @@ def export_reg_checkpoint(tmp_path_factory, e2e_data, one_thread) -> Path:
 def mae_run_dir(tmp_path_factory, e2e_data, one_thread) -> Path:
     """Run directory of a tiny MAE trained for one step (checkpoints/last.pt, encoder_last.pt)."""
     return _train(train_mae.main, mae_args, tmp_path_factory, e2e_data, "export_mae")
+
+
+@pytest.fixture(scope="session")
+def export_inp_checkpoint(tmp_path_factory, e2e_data, one_thread) -> Path:
+    """last.pt of a tiny inpainter (npho and time) trained for one step from scratch."""
+    return _train(train_inpainter.main, inp_args, tmp_path_factory, e2e_data, "export_inp",
+                  "--set", "model.predict_channels=[npho, time]") / "checkpoints" / "last.pt"
 
 
 @pytest.fixture(scope="session")
