@@ -3,7 +3,7 @@
     python -m lib.predict --checkpoint artifacts/<run>/checkpoints/best.pt --input DATA... --out FILE.root
     python -m lib.predict --checkpoint MODEL --input DATA... --out-dir DIR [--no-summary] [--force]
     python -m lib.predict --checkpoint artifacts/<run>/exported/regressor_best.onnx --format onnx ...
-        [--tree NAME] [--npho-branch NAME] [--time-branch NAME]
+        [--tree NAME] [--npho-branch NAME] [--time-branch NAME] [--inpaint INPAINTER|neighbour|solid_angle]
 
 DATA is a file, directory, glob or list file (.txt / .list: one path per line), or several. With
 --out every event goes into one file; with --out-dir each input file gets its own prediction file
@@ -20,7 +20,9 @@ lib.export writes) is run by onnxruntime on the raw arrays, with the schema's de
 Prediction files have the layout of the run's predictions/predictions_val.root: the conventional
 reconstruction the input carries (energyReco, uvwRecoFI, ...) is passed through beside the
 predictions, and truth columns are NaN for tasks whose truth branches the input lacks and for real
-data. Bad input ends with a one-line message and exit code 2; failed inputs of --out-dir with 1.
+data. With --inpaint the dead sensors of every event (npho a fill value or NaN) are filled before the
+regressor runs, by a trained inpainter (its checkpoint) or a baseline (lib.evaluation.inpainting_baselines).
+Bad input ends with a one-line message and exit code 2; failed inputs of --out-dir with 1.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Sequence
 
 import torch
@@ -40,6 +43,8 @@ from lib.data.files import SUFFIXES, DataError, expand_inputs, for_flags, has_gl
 from lib.data.stream import RAW_INPUTS
 from lib.engine import CheckpointError, evaluation_weights
 from lib.evaluation.inference import FIDUCIAL_POSITION, PredictionCollector, quoted_metrics
+from lib.evaluation.inpainting_baselines import Filler
+from lib.evaluation.inpainting_preprocess import InpaintedLoader
 from lib.evaluation.prediction_files import PredictionFileError, write_regression_predictions
 from lib.evaluation.prediction_jobs import summarize
 from lib.evaluation.prediction_model import CheckpointModel, ExportedFileModel, PredictionModel, PredictionModelError
@@ -48,6 +53,7 @@ from lib.io.exit_codes import USAGE_ERROR_EXIT_CODE
 from lib.io.prediction_records import (
     DONE, FAILED, InputRecord, completed_inputs, output_names, write_record,
 )
+from lib.recipes.fillers import filler_factory
 from lib.recipes.finetune import build_regressor, passthrough_columns
 from lib.tasks import by_output
 
@@ -56,6 +62,8 @@ log = logging.getLogger(__name__)
 DATA_FLAGS = {"tree": "--tree", "npho": "--npho-branch", "time": "--time-branch"}
 """The command-line flags of the data settings that error messages name."""
 FORMATS = ("checkpoint", "onnx", "torchscript")
+FillerFactory = Callable[[Sequence[str]], Filler]
+"""An input's branches -> the filler of its dead sensors (lib.recipes.fillers.filler_factory)."""
 
 
 def load_model(path: Path, fmt: str, device: str, data: dict[str, str] | None = None
@@ -82,6 +90,16 @@ def load_model(path: Path, fmt: str, device: str, data: dict[str, str] | None = 
         regressor.load_state_dict(weights)
         model = CheckpointModel(regressor, cfg.normalization, device, path)
     return model, cfg.model_copy(update={"data": cfg.data.model_copy(update=data or {})})
+
+
+def input_loader(cfg: RegressorConfig, inputs: Sequence[str], batch_size: int,
+                 inpaint: FillerFactory | None = None) -> Any:
+    """The prediction loader of `inputs` (with the raw inputs); with `inpaint`, its batches come with the dead
+    sensors (npho a fill value or NaN) filled by the filler `inpaint` gives for the input's branches."""
+    loader = prediction_loader(cfg, inputs, batch_size, extras=RAW_INPUTS)
+    if inpaint is None:
+        return loader
+    return InpaintedLoader(loader, inpaint(loader.truth_branches), cfg.normalization)
 
 
 def collect(model: PredictionModel, loader: Any) -> dict[str, Any]:
@@ -111,10 +129,10 @@ def write_predictions(path: Path, model: PredictionModel, cfg: RegressorConfig, 
 
 
 def predict(model: PredictionModel, cfg: RegressorConfig, inputs: Sequence[str], out: Path,
-            batch_size: int) -> dict[str, float]:
-    """Write the predictions of `model` for all of `inputs` into one file `out`; returns the metrics where
-    truth exists."""
-    result = collect(model, prediction_loader(cfg, inputs, batch_size, extras=RAW_INPUTS))
+            batch_size: int, inpaint: FillerFactory | None = None) -> dict[str, float]:
+    """Write the predictions of `model` for all of `inputs` (dead sensors filled by `inpaint`, if given) into one
+    file `out`; returns the metrics where truth exists."""
+    result = collect(model, input_loader(cfg, inputs, batch_size, inpaint))
     write_predictions(out, model, cfg, result, ",".join(map(str, inputs)), file_sha256(model.description["path"]))
     metrics = quoted_metrics(model.tasks, result, cfg.evaluation.fiducial)["regressor"]
     log.info("wrote predictions of %d events to %s", len(result["run"]), out)
@@ -137,13 +155,13 @@ def _input_files(items: Sequence[str]) -> list[str]:
 
 
 def _predict_one(model: PredictionModel, cfg: RegressorConfig, path: str, out_dir: Path, output: str,
-                 batch_size: int, sha256: str) -> InputRecord:
+                 batch_size: int, sha256: str, inpaint: FillerFactory | None) -> InputRecord:
     """Predict one input file into out_dir/output; a record of what happened (failures included)."""
     start = time.monotonic()
     try:
         if not Path(path).is_file():
             raise DataError(f"file {path}: does not exist (moved or deleted after it was listed?)")
-        result = collect(model, prediction_loader(cfg, [path], batch_size, extras=RAW_INPUTS))
+        result = collect(model, input_loader(cfg, [path], batch_size, inpaint))
         written = write_predictions(out_dir / output, model, cfg, result, path, sha256)
     except (DataError, PredictionFileError, OSError) as err:
         message = for_flags(str(err), DATA_FLAGS)
@@ -155,9 +173,11 @@ def _predict_one(model: PredictionModel, cfg: RegressorConfig, path: str, out_di
 
 
 def predict_each(model: PredictionModel, cfg: RegressorConfig, items: Sequence[str], out_dir: Path,
-                 batch_size: int, force: bool = False) -> tuple[dict[str, str], list[str]]:
-    """One prediction file and one record per input file of `items` in `out_dir`, skipping inputs the same
-    model predicted completely; returns ({input: output name}, the inputs skipped)."""
+                 batch_size: int, force: bool = False,
+                 inpaint: FillerFactory | None = None) -> tuple[dict[str, str], list[str]]:
+    """One prediction file and one record per input file of `items` in `out_dir` (dead sensors filled by
+    `inpaint`, if given), skipping inputs the same model predicted completely; returns ({input: output name},
+    the inputs skipped)."""
     sha256 = file_sha256(model.description["path"])
     outputs = output_names(_input_files(items))
     complete, other = completed_inputs(out_dir, outputs, sha256)
@@ -168,7 +188,7 @@ def predict_each(model: PredictionModel, cfg: RegressorConfig, items: Sequence[s
         log.info("%s: predictions complete in %s, skipped", path, out_dir / outputs[path])
     for path, output in outputs.items():
         if path not in complete:
-            record = _predict_one(model, cfg, path, out_dir, output, batch_size, sha256)
+            record = _predict_one(model, cfg, path, out_dir, output, batch_size, sha256, inpaint)
             write_record(out_dir, record)
             if record.status == DONE:
                 log.info("%s: %d events -> %s (%.1f s)", path, record.events, out_dir / output, record.seconds)
@@ -193,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tree", dest="tree_name", help="TTree / RNTuple name (default: the run's data.tree_name)")
     parser.add_argument("--npho-branch", dest="npho_branch", help="npho branch (default: the run's)")
     parser.add_argument("--time-branch", dest="time_branch", help="time branch (default: the run's)")
+    parser.add_argument("--inpaint", metavar="FILLER",
+                        help="fill dead sensors before the regressor runs: an inpainter checkpoint, or a baseline "
+                             "(neighbour, solid_angle)")
     return parser
 
 
@@ -200,10 +223,11 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and predict as the arguments say; returns the exit code."""
     data = {key: getattr(args, key) for key in ("tree_name", "npho_branch", "time_branch") if getattr(args, key)}
     model, cfg = load_model(args.checkpoint, args.format, args.device, data)
+    inpaint = None if args.inpaint is None else filler_factory(args.inpaint, args.device)
     if args.out is not None:
-        predict(model, cfg, args.input, args.out, args.batch_size)
+        predict(model, cfg, args.input, args.out, args.batch_size, inpaint)
         return 0
-    outputs, skipped = predict_each(model, cfg, args.input, args.out_dir, args.batch_size, args.force)
+    outputs, skipped = predict_each(model, cfg, args.input, args.out_dir, args.batch_size, args.force, inpaint)
     if args.no_summary:
         return 0
     summary = summarize(args.out_dir, outputs, skipped, model.description)

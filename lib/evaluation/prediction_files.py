@@ -59,7 +59,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"metadata value of type {type(value).__name__} is not JSON-serializable")
 
 
-def _encode_metadata(metadata: Mapping[str, Any], required: tuple[str, ...]) -> dict[str, list[str]]:
+def encode_metadata(metadata: Mapping[str, Any], required: tuple[str, ...]) -> dict[str, list[str]]:
+    """Branches {"key": [...], "value": [JSON, ...]} of the metadata tree; `required` keys must be given."""
     missing = [key for key in required if key not in metadata]
     if missing:
         raise ValueError(f"prediction metadata lacks the key(s) {missing}; pass them in `metadata` (needed: {required})")
@@ -176,7 +177,7 @@ def write_regression_predictions(
     units = _regression_units(outputs, metadata)
     full = {**metadata, "kind": "regression", "outputs": outputs, "units": units,
             "passthrough": list(passthrough or {})}
-    return _write_root(path, columns, _encode_metadata(full, REGRESSION_METADATA_KEYS))
+    return _write_root(path, columns, encode_metadata(full, REGRESSION_METADATA_KEYS))
 
 
 def write_mae_predictions(
@@ -193,12 +194,15 @@ def write_mae_predictions(
     truth: Mapping[str, Any],
     norm: NormalizationConfig,
     metadata: Mapping[str, Any],
+    baselines: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write MAE predictions in physical units: input_npho / input_time (the raw inputs `npho`,
     `time` (N, 4760) as read), mask, pred_<channel> for each of metadata["predict_channels"]
     (`pred`: the model's normalized outputs, last axis in that order, made physical with
-    `norm`), npho_valid, time_valid and the truth branches under their own names.
-    metadata needs MAE_METADATA_KEYS; "kind", "normalization" and "units" are added."""
+    `norm`), npho_valid, time_valid, the truth branches under their own names and, for each
+    inpainting baseline b of `baselines` ({b: {channel: (N, 4760) physical, NaN where not filled}}),
+    b_<channel>. metadata needs MAE_METADATA_KEYS; "kind", "normalization", "units" and
+    "baselines" are added."""
     run, event = _event_ids(run, event)
     n = len(run)
     channels = list(metadata.get("predict_channels", []))
@@ -214,9 +218,14 @@ def write_mae_predictions(
         columns[f"pred_{channel}"] = values
     columns["npho_valid"] = _column(npho_valid, (n, N_SENSORS), "npho_valid", bool)
     columns["time_valid"] = _column(time_valid, (n, N_SENSORS), "time_valid", bool)
+    for name, values in (baselines or {}).items():
+        for channel, array in values.items():
+            what = f"baselines[{name!r}][{channel!r}]"
+            columns[f"{name}_{channel}"] = _column(array, (n, N_SENSORS), what, np.float32)
     _add_passthrough(columns, truth)
-    full = {**metadata, "kind": "mae", "normalization": describe(norm), "units": CHANNEL_UNITS}
-    return _write_root(path, columns, _encode_metadata(full, MAE_METADATA_KEYS))
+    full = {**metadata, "kind": "mae", "normalization": describe(norm), "units": CHANNEL_UNITS,
+            "baselines": list(baselines or {})}
+    return _write_root(path, columns, encode_metadata(full, MAE_METADATA_KEYS))
 
 
 # ---------------------------------------------------------------- reading

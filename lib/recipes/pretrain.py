@@ -19,11 +19,14 @@ from lib.io.run_files import ENCODER_EXPORT_PATTERN
 from lib.losses import ReconstructionLoss
 from lib.models.mae import XECMAE
 from lib.models.masking import EventSeededNoise
+from lib.recipes.masked_sensors import compare_with_baselines, report_masked_sensors
 from lib.recipes.transfer import save_encoder
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS_NAME = "mae_predictions_val.root"
+MODEL_NAME = "mae"
+"""The MAE's name in the masked-sensor comparison with the inpainting baselines."""
 HEADLINE_METRICS = ("total_loss", "loss_npho", "loss_time", "actual_mask_ratio")
 """Metrics drawn as learning curves at the end of a run (the full set is in training_history.json)."""
 
@@ -145,6 +148,8 @@ def finish(cfg: MAEConfig, dist: DistInfo, result: dict[str, Any], task: Pretrai
     model = MAEModel(cfg).to(dist.device)
     model.load_state_dict(weights)
     arrays = predict_batches(model, build_loader(cfg, "val", 0, 1, extras=RAW_INPUTS), n, dist.device)
+    channels = list(cfg.model.predict_channels)
+    metrics, baseline_fills = compare_with_baselines(arrays, channels, cfg.normalization, MODEL_NAME)
     inputs = {"x", "npho_valid", "time_valid", "pred", "mask", "run", "event", TIME_WEIGHT, *RAW_INPUTS}
     npho, time = (arrays[name] for name in RAW_INPUTS)
     path = write_mae_predictions(
@@ -152,8 +157,9 @@ def finish(cfg: MAEConfig, dist: DistInfo, result: dict[str, Any], task: Pretrai
         run=arrays["run"], event=arrays["event"], npho=npho, time=time, npho_valid=arrays["npho_valid"],
         time_valid=arrays["time_valid"], mask=arrays["mask"], pred=arrays["pred"],
         truth={k: v for k, v in arrays.items() if k not in inputs}, norm=cfg.normalization,
-        metadata={"predict_channels": list(cfg.model.predict_channels),
-                  "checkpoint": str(checkpoint),
+        metadata={"predict_channels": channels, "checkpoint": str(checkpoint),
                   "run_name": cfg.checkpoint.run_name, "split": "val"},
+        baselines=baseline_fills,
     )
     log.info("wrote %d validation reconstructions to %s", len(arrays["x"]), path)
+    report_masked_sensors(cfg, result, metrics, MODEL_NAME)

@@ -1,6 +1,7 @@
 """End to end: `python -m lib.train_mae` in-process on tiny simulated data (artifacts, resume, bad input)."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -99,6 +100,26 @@ def test_mae_run_is_one_mlflow_run_with_params_and_val_history(mae_run):
     history = mlflow_client(mae_run.save_dir).get_metric_history(run.info.run_id, "val/total_loss")
     logged = [m.value for m in sorted(history, key=lambda m: m.step)]
     assert logged == pytest.approx([r["val/total_loss"] for r in read_history(mae_run.run_dir)])
+
+
+def test_mae_reconstructions_are_compared_with_the_baselines_on_the_same_masked_sensors(mae_run):
+    from lib.evaluation.prediction_files import read_predictions
+
+    arrays, metadata = read_predictions(mae_run.run_dir / "predictions" / "mae_predictions_val.root")
+    assert metadata["baselines"] == ["neighbour", "solid_angle"]  # the simulated events carry xyzTruth
+    for name in metadata["baselines"]:
+        filled = np.isfinite(arrays[f"{name}_npho"])
+        np.testing.assert_array_equal(filled, arrays["mask"])  # every masked sensor, nothing else
+    masked = json.loads((mae_run.run_dir / "metrics.json").read_text())["masked_sensors"]
+    npho = masked["npho"]
+    assert npho["sensors"] == int(arrays["mask"].sum()) and set(npho["fillers"]) == {"mae", "neighbour", "solid_angle"}
+    mae = np.abs(arrays["pred_npho"] - arrays["input_npho"])[arrays["mask"]].mean()
+    assert npho["fillers"]["mae"]["all"]["mae"] == pytest.approx(mae, rel=1e-4)
+    ratio = npho["fillers"]["mae"]["all"]["mae"] / npho["fillers"]["neighbour"]["all"]["mae"]
+    assert npho["ratio"]["mae/neighbour"]["all"]["mae"] == pytest.approx(ratio)
+    assert (mae_run.run_dir / "plots" / "masked_sensors_npho_vs_true_npho.png").is_file()
+    (run,) = mlflow_runs(mae_run.save_dir)
+    assert run.data.metrics["masked/npho/mae/all/mae"] == pytest.approx(mae, rel=1e-4)
 
 
 # --------------------------------------------------------------------------------------------- resume
