@@ -26,11 +26,10 @@ from lib.data.stream import RAW_INPUTS, TIME_WEIGHT
 from lib.engine import CheckpointError, StepOutput, evaluation_weights
 from lib.engine.distributed import DistInfo
 from lib.evaluation.units import physical_predictions
-from lib.losses import ReconstructionLoss
 from lib.models.inpainter import XECInpainter
 from lib.models.masking import EventSeededNoise, inpainting_mask
 from lib.recipes.masked_sensors import compare_with_baselines, report_masked_sensors
-from lib.recipes.pretrain import predict_batches, validation_noise, weights_for_predictions
+from lib.recipes.pretrain import predict_batches, reconstruction_loss, validation_noise, weights_for_predictions
 from lib.recipes.transfer import load_pretrained_encoder, write_transfer_report
 
 log = logging.getLogger(__name__)
@@ -52,12 +51,7 @@ class InpainterModel(nn.Module):
         super().__init__()
         training = cfg.training
         self.inpainter = XECInpainter(cfg.model, cfg.normalization)
-        self.loss = ReconstructionLoss(
-            predict_channels=cfg.model.predict_channels, loss_fn=training.loss_fn, beta=training.loss_beta,
-            npho_weight=training.npho_weight, time_weight=training.time.weight,
-            use_npho_weight=training.time.use_npho_weight, auto_channel_weight=training.auto_channel_weight,
-            track_mae_rmse=training.track_mae_rmse,
-        )
+        self.loss = reconstruction_loss(cfg)
         self.mask_mode, self.mask_ratio = training.mask_mode, training.mask_ratio
         self.time_mask_ratio_scale = training.time.mask_ratio_scale
         patterns = torch.as_tensor(dead_patterns) if dead_patterns is not None else None
