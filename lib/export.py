@@ -1,7 +1,7 @@
 """Export a trained model for inference outside Python: ONNX or TorchScript, normalization inside the graph.
 
     python -m lib.export --checkpoint artifacts/<run>/checkpoints/best.pt --format onnx|torchscript
-        [--out FILE] [--weights ema|raw] [--part regressor|encoder] [--input DATA] [--events N]
+        [--out FILE] [--weights ema|raw] [--part regressor|encoder|inpainter] [--input DATA] [--events N]
         [--no-check] [--force]
 
 The graph takes raw npho and relative_time (batch, 4760) float32 (1e10 / NaN allowed for dead
@@ -26,18 +26,22 @@ from typing import Any, Sequence
 
 import torch
 
-from lib.config import DataConfig, MAEConfig, ModelConfig, NormalizationConfig, RegressorConfig, load_resolved
+from lib.config import (
+    DataConfig, InpainterConfig, MAEConfig, ModelConfig, NormalizationConfig, RegressorConfig, load_resolved,
+)
 from lib.data.files import DataError
 from lib.engine.checkpoint import CHECKPOINT_KIND, CheckpointError, evaluation_state, read_torch_file
 from lib.evaluation.export_check import ParityError, check_export, read_raw_events, simulated_events, with_dead_channels
 from lib.evaluation.export_formats import FORMAT_SUFFIXES, export_metadata, require_onnx_exporter, write_export
 from lib.evaluation.exported_model import ExportError, import_onnxruntime
-from lib.evaluation.inference_graph import EncoderGraph, InferenceGraph, RegressorGraph
+from lib.evaluation.inference_graph import EncoderGraph, InferenceGraph, InpainterGraph, RegressorGraph
 from lib.io.atomic import atomic_write_text
 from lib.io.exit_codes import USAGE_ERROR_EXIT_CODE
 from lib.io.run_files import CHECKPOINT_DIR
 from lib.models.encoder import XECEncoder
+from lib.models.inpainter import XECInpainter
 from lib.recipes.finetune import build_regressor
+from lib.recipes.inpainting import INPAINTER_PREFIX
 from lib.recipes.transfer import ENCODER_KIND, ENCODER_PREFIXES
 
 log = logging.getLogger(__name__)
@@ -118,7 +122,13 @@ def _provenance(path: Path, run_name: str | None, weights: str, **extra: Any) ->
             "weights": weights}
 
 
+def _is_inpainter(content: dict[str, Any]) -> bool:
+    return content["kind"] == CHECKPOINT_KIND and any(key.startswith(INPAINTER_PREFIX) for key in content["model"])
+
+
 def _regressor_source(path: Path, content: dict[str, Any], weights: str | None) -> ExportSource:
+    if _is_inpainter(content):
+        raise ExportError(f"{path} is an inpainter checkpoint; export it with --part inpainter")
     if content["kind"] != CHECKPOINT_KIND or content["config"].get("tasks") is None:
         raise ExportError(f"{path} is an MAE {'encoder export' if content['kind'] == ENCODER_KIND else 'checkpoint'}"
                           ", not a regressor checkpoint; export its encoder with --part encoder")
@@ -139,8 +149,9 @@ def _encoder_source(path: Path, content: dict[str, Any], weights: str | None) ->
         model_cfg, norm = ModelConfig(**content["model"]), NormalizationConfig(**content["normalization"])
         state, label, data = content["encoder"], "as exported", DataConfig()
         run_name = content.get("source", {}).get("run_name")
-    elif content["config"].get("tasks") is not None:
-        raise ExportError(f"{path} is a regressor checkpoint; export it with --part regressor (the encoder "
+    elif content["config"].get("tasks") is not None or _is_inpainter(content):
+        part = "inpainter" if _is_inpainter(content) else "regressor"
+        raise ExportError(f"{path} is a {part} checkpoint; export it with --part {part} (the encoder "
                           "alone comes from an MAE checkpoint or its encoder_best.pt)")
     else:
         cfg = load_resolved(content["config"], MAEConfig)
@@ -154,11 +165,27 @@ def _encoder_source(path: Path, content: dict[str, Any], weights: str | None) ->
                         _provenance(path, run_name, label, model=model_cfg.model_dump(mode="json")), data)
 
 
+def _inpainter_source(path: Path, content: dict[str, Any], weights: str | None) -> ExportSource:
+    if not _is_inpainter(content):
+        raise ExportError(f"{path} is no inpainter checkpoint; give checkpoints/best.pt of a lib.train_inpainter "
+                          "run, or export this file with --part regressor / encoder")
+    cfg = load_resolved(content["config"], InpainterConfig)
+    full, label = _select_weights(content, weights, path)
+    model = XECInpainter(cfg.model, cfg.normalization)
+    model.load_state_dict({k[len(INPAINTER_PREFIX):]: v for k, v in full.items() if k.startswith(INPAINTER_PREFIX)})
+    provenance = _provenance(path, cfg.checkpoint.run_name, label, model=cfg.model.model_dump(mode="json"))
+    return ExportSource(InpainterGraph(model, cfg.normalization), provenance, cfg.data)
+
+
+SOURCES = {"regressor": _regressor_source, "encoder": _encoder_source, "inpainter": _inpainter_source}
+"""How each --part rebuilds its graph from the file."""
+
+
 def load_source(path: Path, part: str, weights: str | None) -> ExportSource:
-    """The graph to export from a checkpoint or an MAE encoder export, refusing a file of the other part."""
+    """The graph to export from a checkpoint or an MAE encoder export, refusing a file of another part."""
     content = _read_torch_file(path)
     try:
-        return (_regressor_source if part == "regressor" else _encoder_source)(path, content, weights)
+        return SOURCES[part](path, content, weights)
     except ExportError:
         raise
     except (ValueError, RuntimeError, KeyError) as exc:  # config validation, load_state_dict mismatches
@@ -203,12 +230,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, type=Path,
                         help="regressor checkpoint (RUN/checkpoints/best.pt); with --part encoder an MAE "
-                             "checkpoint or RUN/encoder_best.pt")
+                             "checkpoint or RUN/encoder_best.pt; with --part inpainter an inpainter checkpoint")
     parser.add_argument("--format", required=True, choices=sorted(FORMAT_SUFFIXES))
     parser.add_argument("--out", type=Path, help="output file (default RUN/exported/<part>_<checkpoint><suffix>)")
     parser.add_argument("--weights", choices=("ema", "raw"),
                         help="weights to export (default: the EMA shadow when the run kept one, else raw)")
-    parser.add_argument("--part", choices=("regressor", "encoder"), default="regressor")
+    parser.add_argument("--part", choices=sorted(SOURCES), default="regressor")
     parser.add_argument("--input", nargs="+", help="data file(s), directory or glob for the parity check "
                                                    "(default: simulated events)")
     parser.add_argument("--events", type=int, default=DEFAULT_CHECK_EVENTS, help="events of the parity check")

@@ -111,8 +111,8 @@ def _batched(run: Any, npho: np.ndarray, time: np.ndarray) -> list[np.ndarray]:
 def reference_outputs(graph: InferenceGraph, npho: np.ndarray, time: np.ndarray) -> list[np.ndarray]:
     """The model's outputs on the loader's normalization of the raw events (see the module docstring)."""
     def run(n: np.ndarray, t: np.ndarray) -> list[np.ndarray]:
-        x = normalize(n, t, graph.norm)[0]
-        return [value.numpy() for value in graph.from_normalized(torch.from_numpy(x))]
+        inputs = (torch.from_numpy(value) for value in normalize(n, t, graph.norm))
+        return [value.numpy() for value in graph.from_normalized(*inputs)]
 
     return _batched(run, npho, time)
 

@@ -5,10 +5,11 @@ shape (B, 4760) float32 with fill values (1e10, NaN) where a channel is dead, ap
 normalization and validity rules itself (`RawInputNormalization`) and returns named outputs:
 a regressor its predictions in physical units (`RegressorGraph`: one (B,) tensor per output,
 e.g. E in GeV, u v w in cm, theta phi in degrees, sigma_<output> where the task predicts one),
-an encoder its tokens (`EncoderGraph`). Each graph also runs from an already normalized x
-(`from_normalized`), which is how lib.evaluation.export_check compares it with the loader's
-normalization. The models are used through their public faces only (Regressor.head_outputs,
-XECEncoder(x, None), the tasks' predict / predict_sigma).
+an encoder its tokens (`EncoderGraph`), an inpainter its predictions at the dead (npho-invalid)
+channels (`InpainterGraph`). Each graph also runs from already normalized inputs
+(`from_normalized(x, npho_valid, time_valid)`), which is how lib.evaluation.export_check compares
+it with the loader's normalization. The models are used through their public faces only
+(Regressor.head_outputs, XECEncoder(x, None), XECInpainter(...), the tasks' predict / predict_sigma).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.evaluation.exported_model import ExportError
+from lib.evaluation.units import CHANNEL_UNITS, to_physical
 from lib.geometry import N_SENSORS
 from lib.normalization import RAW_MISSING_ABOVE, NormalizationConfig, npho_domain_min, npho_forward, time_forward
 
@@ -77,13 +79,13 @@ class InferenceGraph(nn.Module):
     def norm(self) -> NormalizationConfig:
         return self.normalization.norm
 
-    def from_normalized(self, x: Tensor) -> tuple[Tensor, ...]:
-        """Outputs (in `outputs` order) for normalized x (B, 4760, 2)."""
+    def from_normalized(self, x: Tensor, npho_valid: Tensor, time_valid: Tensor) -> tuple[Tensor, ...]:
+        """Outputs (in `outputs` order) for normalized x (B, 4760, 2) and its validity masks (B, 4760)."""
         raise NotImplementedError
 
     def forward(self, npho: Tensor, relative_time: Tensor) -> tuple[Tensor, ...]:
         """Outputs for raw npho and relative_time (B, 4760) float32."""
-        return self.from_normalized(self.normalization(npho, relative_time)[0])
+        return self.from_normalized(*self.normalization(npho, relative_time))
 
 
 class RegressorGraph(InferenceGraph):
@@ -102,7 +104,7 @@ class RegressorGraph(InferenceGraph):
                 outputs += [GraphOutput(f"sigma_{o}", unit, name) for o, unit in zip(task.output_names, task.units)]
         self.outputs = tuple(outputs)
 
-    def from_normalized(self, x: Tensor) -> tuple[Tensor, ...]:
+    def from_normalized(self, x: Tensor, npho_valid: Tensor, time_valid: Tensor) -> tuple[Tensor, ...]:
         heads = self.regressor.head_outputs(x)
         values: list[Tensor] = []
         for name, task in self.regressor.tasks.items():
@@ -125,8 +127,31 @@ class EncoderGraph(InferenceGraph):
         self.outputs = (GraphOutput("tokens", "", None, token_shape),)
         self.token_names = list(getattr(encoder, "token_names", []))
 
-    def from_normalized(self, x: Tensor) -> tuple[Tensor, ...]:
+    def from_normalized(self, x: Tensor, npho_valid: Tensor, time_valid: Tensor) -> tuple[Tensor, ...]:
         return (self.encoder(x, None),)
+
+
+class InpainterGraph(InferenceGraph):
+    """An inpainter's predictions for the dead channels (npho invalid by the normalization's rules): per
+    predicted channel inpainted_<channel> (B, 4760) in physical units (npho in photo-electrons, time in s) at
+    the dead channels and 0 elsewhere, and `dead` (B, 4760), 1.0 where a value was predicted. The heads run
+    densely (XECInpainter dense=True), so the graph's shapes depend on the batch size only."""
+
+    part = "inpainter"
+
+    def __init__(self, inpainter: nn.Module, norm: NormalizationConfig) -> None:
+        super().__init__(norm)
+        self.inpainter = inpainter.eval()
+        self.channels = list(inpainter.predict_channels)
+        self.outputs = (*(GraphOutput(f"inpainted_{c}", CHANNEL_UNITS[c], None, (N_SENSORS,)) for c in self.channels),
+                        GraphOutput("dead", "", None, (N_SENSORS,)))
+
+    def from_normalized(self, x: Tensor, npho_valid: Tensor, time_valid: Tensor) -> tuple[Tensor, ...]:
+        dead = ~npho_valid
+        pred = self.inpainter(x, npho_valid, time_valid, dead, dense=True)
+        physical = [torch.where(dead, to_physical(pred[..., i].double(), channel, self.norm).float(), 0.0)
+                    for i, channel in enumerate(self.channels)]
+        return (*physical, dead.float())
 
 
 def _check_fitted(name: str, task: Any) -> None:

@@ -8,8 +8,9 @@ masked sensor, the head of its face reads
   - its same-face neighbourhood (lib.geometry.face_neighbours): per neighbour its normalized npho and time
     where visible (valid and not masked, else 0), the two visibility flags and whether the slot holds a
     neighbour at all, plus the sensor's own coordinates and each neighbour's offset from it.
-Only masked sensors are predicted; the prediction is in normalized units (lib.evaluation.units turns it
-into photo-electrons and seconds).
+A head predicts a correction to the mean of the visible neighbours' values (its last layer starts at
+zero, so an untrained head is that neighbour average). Only masked sensors are predicted; the prediction
+is in normalized units (lib.evaluation.units turns it into photo-electrons and seconds).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from lib.config.model_schema import InpainterModelConfig
 from lib.geometry import FACE_NAMES, N_SENSORS, NO_NEIGHBOUR, POSITIONS, SENSOR_FACE, face_neighbours
 from lib.models.encoder import XECEncoder, sensor_coordinates
 from lib.models.regressor import apply_freezing
-from lib.normalization import NormalizationConfig
+from lib.normalization import CHANNEL_INDEX, NormalizationConfig
 
 NEIGHBOUR_CHANNELS = 5
 """Per neighbour slot: visible npho, visible time, npho visible, time visible, slot holds a neighbour."""
@@ -46,63 +47,93 @@ def sensor_static_features() -> np.ndarray:
 
 
 class FaceHead(nn.Module):
-    """MLP of one face: (projected event context + projected neighbourhood) -> GELU -> Linear -> GELU -> Linear."""
+    """MLP of one face: (projected event context + projected neighbourhood) -> GELU -> Linear -> GELU -> Linear,
+    the last layer zero-initialised (an untrained head adds nothing to the neighbour average)."""
 
     def __init__(self, context_dim: int, local_dim: int, hidden: int, out_dim: int):
         super().__init__()
         self.context = nn.Sequential(nn.LayerNorm(context_dim), nn.Linear(context_dim, hidden))
         self.local = nn.Linear(local_dim, hidden)
         self.mlp = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
 
-    def forward(self, context: torch.Tensor, event: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
-        """context (B, context_dim) per event, event (R,) event of each row, local (R, local_dim) -> (R, out_dim)."""
-        return self.mlp(self.context(context)[event] + self.local(local))
+    def forward(self, context: torch.Tensor, event: torch.Tensor | None, local: torch.Tensor) -> torch.Tensor:
+        """context (B, context_dim) per event. Rows: event (R,) the event of each row and local (R, local_dim)
+        -> (R, out_dim); or event None and local (B, n, local_dim), n sensors of every event -> (B, n, out_dim)."""
+        projected = self.context(context)
+        return self.mlp((projected.unsqueeze(1) if event is None else projected[event]) + self.local(local))
 
 
 class InpaintingHeads(nn.Module):
     """One FaceHead per face; forward(tokens, x, npho_visible, time_visible, mask) -> (B, 4760, C), filled at
-    the masked sensors only (zeros elsewhere)."""
+    the masked sensors only (zeros elsewhere).
 
-    def __init__(self, token_names: tuple[str, ...], encoder_dim: int, hidden: int, out_dim: int):
+    Two ways to the same numbers: rows (the default) runs the heads on the masked sensors only (training; the
+    number of rows depends on the mask), dense on every sensor of every event, then keeps the masked ones (the
+    exported graph: shapes that depend on the batch size only)."""
+
+    def __init__(self, token_names: tuple[str, ...], encoder_dim: int, hidden: int, channels: list[str]):
         super().__init__()
-        self.out_dim = out_dim
+        self.out_dim = len(channels)
+        self.channel_index = [CHANNEL_INDEX[channel] for channel in channels]
         neighbours = torch.from_numpy(np.array(face_neighbours()))
         self.register_buffer("neighbours", neighbours.masked_fill(neighbours == NO_NEIGHBOUR, N_SENSORS),
                              persistent=False)  # empty slots read the zero row appended at index N_SENSORS
         self.register_buffer("static", torch.from_numpy(sensor_static_features()), persistent=False)
-        self.register_buffer("sensor_face", torch.from_numpy(np.array(SENSOR_FACE)), persistent=False)
+        sensor_face = np.array(SENSOR_FACE)
+        self.register_buffer("sensor_face", torch.from_numpy(sensor_face), persistent=False)
+        self.register_buffer("face_order", torch.from_numpy(np.argsort(sensor_face, kind="stable")), persistent=False)
+        self.face_bounds = np.concatenate([[0], np.cumsum(np.bincount(sensor_face, minlength=len(FACE_NAMES)))])
         self.face_tokens = [[i for i, token in enumerate(token_names) if face_of_token(token) == face]
                             for face in FACE_NAMES]
         local_dim = NEIGHBOUR_CHANNELS * neighbours.shape[1] + self.static.shape[1]
-        self.heads = nn.ModuleList(FaceHead((len(tokens) + 1) * encoder_dim, local_dim, hidden, out_dim)
+        self.heads = nn.ModuleList(FaceHead((len(tokens) + 1) * encoder_dim, local_dim, hidden, self.out_dim)
                                    for tokens in self.face_tokens)
 
     def _neighbourhood(self, x: torch.Tensor, npho_visible: torch.Tensor, time_visible: torch.Tensor,
-                       event: torch.Tensor, sensor: torch.Tensor) -> torch.Tensor:
-        """(R, local_dim) features of the rows (event, sensor)."""
+                       event: torch.Tensor | None, sensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, neighbour average of each predicted channel) of the rows (event (R,), sensor (R,)) ->
+        (R, local_dim), (R, C); or of the sensors (n,) of every event (event None) -> (B, n, ...)."""
         npho_seen, time_seen = npho_visible.to(x.dtype), time_visible.to(x.dtype)
         channels = torch.stack([x[..., 0] * npho_seen, x[..., 1] * time_seen, npho_seen, time_seen,
                                 torch.ones_like(npho_seen)], dim=-1)
         channels = torch.cat([channels, channels.new_zeros(x.shape[0], 1, NEIGHBOUR_CHANNELS)], dim=1)
-        around = channels[event.unsqueeze(1), self.neighbours[sensor]]  # (R, K, NEIGHBOUR_CHANNELS)
-        return torch.cat([around.flatten(1), self.static[sensor].to(x.dtype)], dim=1)
+        slots = self.neighbours[sensor]
+        around = channels[:, slots] if event is None else channels[event.unsqueeze(1), slots]  # (..., K, channels)
+        average = around[..., :2].sum(-2) / around[..., 2:4].sum(-2).clamp_min(1.0)  # visible npho, time means
+        features = torch.cat([around.flatten(-2), self.static[sensor].to(x.dtype).expand(*around.shape[:-2], -1)], -1)
+        return features, average[..., self.channel_index].float()
+
+    def _contexts(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Per face (B, context_dim): the face's tokens and the mean of all tokens (the whole event)."""
+        whole_event = tokens.mean(dim=1)
+        return [torch.cat([tokens[:, token_ids].flatten(1), whole_event], dim=1) for token_ids in self.face_tokens]
 
     def forward(self, tokens: torch.Tensor, x: torch.Tensor, npho_visible: torch.Tensor, time_visible: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+                mask: torch.Tensor, dense: bool = False) -> torch.Tensor:
+        if dense:
+            return self._dense(tokens, x, npho_visible, time_visible, mask)
         event, sensor = mask.nonzero(as_tuple=True)
-        local = self._neighbourhood(x, npho_visible, time_visible, event, sensor)
-        whole_event = tokens.mean(dim=1)
+        local, rows = self._neighbourhood(x, npho_visible, time_visible, event, sensor)
         face = self.sensor_face[sensor]
-        rows = torch.zeros(len(sensor), self.out_dim, device=x.device)
-        for code, (head, token_ids) in enumerate(zip(self.heads, self.face_tokens)):
+        for code, (head, context) in enumerate(zip(self.heads, self._contexts(tokens))):
             chosen = (face == code).nonzero(as_tuple=True)[0]  # every head runs, on no rows too (DDP sees it used)
-            context = torch.cat([tokens[:, token_ids].flatten(1), whole_event], dim=1)
-            rows = rows.index_copy(0, chosen, head(context, event[chosen], local[chosen]).float())
+            rows = rows.index_add(0, chosen, head(context, event[chosen], local[chosen]).float())
         return torch.zeros(*mask.shape, self.out_dim, device=x.device).index_put((event, sensor), rows)
+
+    def _dense(self, tokens: torch.Tensor, x: torch.Tensor, npho_visible: torch.Tensor, time_visible: torch.Tensor,
+               mask: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros(*mask.shape, self.out_dim, dtype=torch.float32)
+        for code, (head, context) in enumerate(zip(self.heads, self._contexts(tokens))):
+            sensors = self.face_order[int(self.face_bounds[code]) : int(self.face_bounds[code + 1])]
+            local, average = self._neighbourhood(x, npho_visible, time_visible, None, sensors)
+            out = out.index_copy(1, sensors, average + head(context, None, local).float())
+        return torch.where(mask.unsqueeze(-1), out, out.new_zeros(()))
 
 
 class XECInpainter(nn.Module):
-    """forward(x (B, 4760, 2), npho_valid, time_valid, mask (B, 4760) bool) -> (B, 4760, C) normalized predictions
+    """forward(x (B, 4760, 2), npho_valid, time_valid, mask (B, 4760) bool[, dense]) -> (B, 4760, C) normalized predictions
     of `predict_channels` at the masked sensors (zeros elsewhere). With freeze_encoder the encoder's weights stay
     fixed and it runs in eval mode."""
 
@@ -111,7 +142,7 @@ class XECInpainter(nn.Module):
         self.predict_channels: list[str] = list(cfg.predict_channels)
         self.encoder = XECEncoder(cfg)
         self.heads = InpaintingHeads(self.encoder.token_names, cfg.encoder_dim, cfg.head_hidden,
-                                     len(self.predict_channels))
+                                     self.predict_channels)
         self.register_buffer("sentinels", torch.tensor([norm.npho_sentinel, norm.time_sentinel]), persistent=False)
         self.encoder_frozen = cfg.freeze_encoder
         apply_freezing(self.encoder, cfg.freeze_encoder, None)
@@ -124,7 +155,8 @@ class XECInpainter(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor, npho_valid: torch.Tensor, time_valid: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+                mask: torch.Tensor, dense: bool = False) -> torch.Tensor:
+        """`dense`: run the heads on every sensor (shapes independent of the mask, for export; same values)."""
         masked_input = torch.where(mask.unsqueeze(-1), self.sentinels.to(x.dtype), x)
         tokens = self.encoder(masked_input, mask)
-        return self.heads(tokens, x, npho_valid & ~mask, time_valid & ~mask, mask)
+        return self.heads(tokens, x, npho_valid & ~mask, time_valid & ~mask, mask, dense)

@@ -4,8 +4,9 @@ for other code: `load_inpainter(checkpoint).fill(batch, mask)`.
 A run masks a few percent of each event's valid sensors (training.mask_mode: at random, from the runs of
 data.dead_channels applied to MC on the fly, or both) and learns their npho (and time) from the rest. At
 its end it writes the validation events' predictions in physical units, with the mask, the raw inputs
-(the truth of the masked sensors), the validity masks, the truth branches and run / event ids, to
-predictions/inpainter_predictions_val.root: the evaluation side reads that file.
+(the truth of the masked sensors), the validity masks, the truth branches, run / event ids and the
+baselines' values, to predictions/inpainter_predictions_val.root, and compares it with the baselines
+(lib.recipes.masked_sensors: table in the log, metrics.json["masked_sensors"], plots, MLflow).
 """
 from __future__ import annotations
 
@@ -25,14 +26,15 @@ from lib.data.stream import RAW_INPUTS, TIME_WEIGHT
 from lib.engine import CheckpointError, StepOutput, evaluation_weights
 from lib.engine.distributed import DistInfo
 from lib.evaluation.units import physical_predictions
-from lib.losses import ReconstructionLoss
 from lib.models.inpainter import XECInpainter
 from lib.models.masking import EventSeededNoise, inpainting_mask
-from lib.recipes.pretrain import predict_batches, validation_noise, weights_for_predictions
+from lib.recipes.masked_sensors import compare_with_baselines, report_masked_sensors
+from lib.recipes.pretrain import predict_batches, reconstruction_loss, validation_noise, weights_for_predictions
 from lib.recipes.transfer import load_pretrained_encoder, write_transfer_report
 
 log = logging.getLogger(__name__)
 
+MODEL_NAME = "inpainter"
 PREDICTIONS_NAME = "inpainter_predictions_val.root"
 HEADLINE_METRICS = ("total_loss", "loss_npho", "loss_time", "actual_mask_ratio")
 """Metrics drawn as learning curves at the end of a run (the full set is in training_history.json)."""
@@ -49,12 +51,7 @@ class InpainterModel(nn.Module):
         super().__init__()
         training = cfg.training
         self.inpainter = XECInpainter(cfg.model, cfg.normalization)
-        self.loss = ReconstructionLoss(
-            predict_channels=cfg.model.predict_channels, loss_fn=training.loss_fn, beta=training.loss_beta,
-            npho_weight=training.npho_weight, time_weight=training.time.weight,
-            use_npho_weight=training.time.use_npho_weight, auto_channel_weight=training.auto_channel_weight,
-            track_mae_rmse=training.track_mae_rmse,
-        )
+        self.loss = reconstruction_loss(cfg)
         self.mask_mode, self.mask_ratio = training.mask_mode, training.mask_ratio
         self.time_mask_ratio_scale = training.time.mask_ratio_scale
         patterns = torch.as_tensor(dead_patterns) if dead_patterns is not None else None
@@ -120,34 +117,40 @@ def build(cfg: InpainterConfig, dist: DistInfo, train_loader: Any) -> tuple[Inpa
 
 
 def write_validation_predictions(cfg: InpainterConfig, checkpoint: Path, weights: dict[str, Tensor], run_dir: Path,
-                                 device: torch.device) -> Path:
+                                 device: torch.device) -> dict[str, Any]:
     """Predictions of the first training.num_val_predictions validation events, each with its fixed validation
-    mask, in physical units (pred_<channel>, NaN where not masked) beside the raw inputs, mask, validity masks,
-    truth branches and run / event (the MAE's prediction-file layout, lib.evaluation.prediction_files)."""
+    mask, in physical units (pred_<channel>, NaN where not masked) beside the baselines' values on the same
+    sensors, the raw inputs, mask, validity masks, truth branches and run / event (the MAE's prediction-file
+    layout, lib.evaluation.prediction_files). Returns the masked-sensor metrics, inpainter beside baselines."""
     from lib.evaluation.prediction_files import write_mae_predictions
 
     model = InpainterModel(cfg, dead_patterns(cfg)).to(device)
     model.load_state_dict(weights)
     loader = build_loader(cfg, "val", 0, 1, extras=RAW_INPUTS)
     arrays = predict_batches(model, loader, cfg.training.num_val_predictions, device)
+    channels = list(cfg.model.predict_channels)
+    metrics, baseline_fills = compare_with_baselines(arrays, channels, cfg.normalization, MODEL_NAME)
     pred = np.where(arrays["mask"][..., None], arrays["pred"], np.nan)
     inputs = {"x", "npho_valid", "time_valid", "pred", "mask", "run", "event", TIME_WEIGHT, *RAW_INPUTS}
     npho, time = (arrays[name] for name in RAW_INPUTS)
-    return write_mae_predictions(
+    path = write_mae_predictions(
         run_dir / "predictions" / PREDICTIONS_NAME, run=arrays["run"], event=arrays["event"], npho=npho, time=time,
         npho_valid=arrays["npho_valid"], time_valid=arrays["time_valid"], mask=arrays["mask"], pred=pred,
         truth={k: v for k, v in arrays.items() if k not in inputs}, norm=cfg.normalization,
-        metadata={"model": "inpainter", "predict_channels": list(cfg.model.predict_channels),
+        metadata={"model": MODEL_NAME, "predict_channels": channels,
                   "mask_mode": cfg.training.mask_mode, "mask_ratio": cfg.training.mask_ratio,
                   "dead_channels": cfg.data.dead_channels, "checkpoint": str(checkpoint),
                   "run_name": cfg.checkpoint.run_name, "split": "val"},
+        baselines=baseline_fills,
     )
+    log.info("wrote the inpainter's predictions of %d validation events to %s", len(pred), path)
+    return metrics
 
 
 def finish(cfg: InpainterConfig, dist: DistInfo, result: dict[str, Any], task: InpaintTask, val_loader: Any) -> None:
-    """Rank 0: transfer report, learning curves and the validation predictions (best weights) that the
-    evaluation side (issue 14: metrics per face and in bins of true npho, the neighbour and solid-angle
-    baselines, the comparison table) computes everything from."""
+    """Rank 0: transfer report, learning curves, the validation predictions (best weights) and their comparison
+    with the neighbour and solid-angle baselines (lib.recipes.masked_sensors: table in the log, metrics.json,
+    plots, MLflow)."""
     if not dist.is_main:
         return
     from lib.plots import load_history, plot_learning_curves
@@ -160,8 +163,8 @@ def finish(cfg: InpainterConfig, dist: DistInfo, result: dict[str, Any], task: I
     found = weights_for_predictions(result)
     if val_loader is None or cfg.training.num_val_predictions == 0 or found is None:
         return
-    path = write_validation_predictions(cfg, *found, run_dir, dist.device)
-    log.info("wrote the inpainter's validation predictions to %s", path)
+    metrics = write_validation_predictions(cfg, *found, run_dir, dist.device)
+    report_masked_sensors(cfg, result, metrics, MODEL_NAME)
 
 
 @dataclass(frozen=True)

@@ -31,21 +31,27 @@ HEADLINE_METRICS = ("total_loss", "loss_npho", "loss_time", "actual_mask_ratio")
 """Metrics drawn as learning curves at the end of a run (the full set is in training_history.json)."""
 
 
+def reconstruction_loss(cfg: Any) -> ReconstructionLoss:
+    """The masked-sensor loss of a run that reconstructs sensors (MAE, inpainter) from its model.predict_channels
+    and training section."""
+    training = cfg.training
+    return ReconstructionLoss(
+        predict_channels=cfg.model.predict_channels, loss_fn=training.loss_fn, beta=training.loss_beta,
+        npho_weight=training.npho_weight, time_weight=training.time.weight,
+        use_npho_weight=training.time.use_npho_weight, auto_channel_weight=training.auto_channel_weight,
+        track_mae_rmse=training.track_mae_rmse,
+    )
+
+
 class MAEModel(nn.Module):
     """XECMAE and its reconstruction loss in one module, so DDP and the optimizer see every parameter."""
 
     def __init__(self, cfg: MAEConfig) -> None:
         super().__init__()
-        training = cfg.training
         self.mae = XECMAE(cfg.model, cfg.normalization)
-        self.loss = ReconstructionLoss(
-            predict_channels=cfg.model.predict_channels, loss_fn=training.loss_fn, beta=training.loss_beta,
-            npho_weight=training.npho_weight, time_weight=training.time.weight,
-            use_npho_weight=training.time.use_npho_weight, auto_channel_weight=training.auto_channel_weight,
-            track_mae_rmse=training.track_mae_rmse,
-        )
-        self.mask_ratio = training.mask_ratio
-        self.time_mask_ratio_scale = training.time.mask_ratio_scale
+        self.loss = reconstruction_loss(cfg)
+        self.mask_ratio = cfg.training.mask_ratio
+        self.time_mask_ratio_scale = cfg.training.time.mask_ratio_scale
 
     def forward(self, batch: dict[str, Tensor], noise: EventSeededNoise | None = None
                 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:

@@ -111,7 +111,7 @@ class WithUnsupportedOp(InferenceGraph):
     part = "test"
     outputs = (GraphOutput("y", ""),)
 
-    def from_normalized(self, x: Tensor) -> tuple[Tensor, ...]:
+    def from_normalized(self, x: Tensor, npho_valid: Tensor, time_valid: Tensor) -> tuple[Tensor, ...]:
         return (torch.ops.xecmae_test.no_onnx(x).sum(dim=(1, 2)),)
 
 

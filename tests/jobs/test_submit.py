@@ -59,6 +59,16 @@ def test_inpainter_with_a_bad_dead_channel_list_is_refused_before_anything(works
     assert not workspace["runs"].exists()
 
 
+def test_dry_run_sweep_of_inpainter_mask_modes(workspace, submit, tmp_path):
+    dead = tmp_path / "dead.txt"
+    dead.write_text("1 12\n2 40\n")
+    code, out, _ = submit(["sweep", workspace["reg"], "--kind", "inp", "--set", f"data.dead_channels={dead}",
+                           "--grid", "training.mask_mode=random,mixed"], {"DRY_RUN": "1", "RUN_NAME": "modes"})
+    assert code == 0, out
+    assert out.count("-m lib.train_inpainter") >= 1 and "training.mask_mode: 'random' -> 'mixed'" in out
+    assert not workspace["runs"].exists()
+
+
 def test_dry_run_does_not_import_torch(workspace):
     probe = ("import sys; from jobs.submit import main; "
              f"code = main(['mae', {workspace['mae']!r}], {{'DRY_RUN': '1', 'EXECUTOR': 'local'}}); "

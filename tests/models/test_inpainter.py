@@ -1,7 +1,8 @@
 """XECInpainter: predictions at masked sensors only, from visible inputs only; per-face heads with the face's
-tokens; a frozen encoder."""
+tokens; a frozen encoder; untrained heads give the neighbour average."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,3 +89,24 @@ def test_frozen_encoder_has_no_trainable_weights_and_stays_in_eval_mode(cfg):
     assert not any(param.requires_grad for param in model.encoder.parameters())
     assert all(param.requires_grad for param in model.heads.parameters())
     assert not model.encoder.training and model.heads.training
+
+
+def test_dense_heads_give_the_masked_rows_values(model, event):
+    x, npho_valid, time_valid, mask = event
+    with torch.no_grad():
+        rows, dense = model(x, npho_valid, time_valid, mask), model(x, npho_valid, time_valid, mask, dense=True)
+    torch.testing.assert_close(dense, rows, rtol=1e-5, atol=1e-6)
+    assert (dense[~mask] == 0).all()
+
+
+def test_an_untrained_inpainter_predicts_the_mean_of_the_visible_neighbours(cfg, event):
+    x, npho_valid, time_valid, mask = event
+    with torch.no_grad():
+        pred = XECInpainter(cfg.model, cfg.normalization)(x, npho_valid, time_valid, mask)
+    neighbours = torch.from_numpy(np.array(face_neighbours()))
+    for b, sensor in mask.nonzero().tolist()[:40]:
+        around = neighbours[sensor][neighbours[sensor] >= 0]
+        for channel, valid in enumerate((npho_valid, time_valid)):
+            seen = around[(valid[b] & ~mask[b])[around]]
+            expected = x[b, seen, channel].mean() if len(seen) else torch.tensor(0.0)
+            torch.testing.assert_close(pred[b, sensor, channel], expected, rtol=1e-5, atol=1e-6)

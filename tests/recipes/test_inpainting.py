@@ -20,7 +20,8 @@ from lib.recipes.inpainting import INPAINTER_PREFIX, PREDICTIONS_NAME, load_inpa
 from lib.recipes.transfer import save_encoder
 from tests.fixtures_e2e import (  # noqa: F401 (fixtures)
     MAE_CONFIG, STEPS_PER_EPOCH, VAL_EVENTS, detach_run_logs, differing_tensors, e2e_data, e2e_env, inp_args,
-    isolate_run, mae_run, new_save_dir, one_thread, read_history, refused_at_parse_message, refused_message, save_dir,
+    isolate_run, mae_run, mlflow_runs, new_save_dir, one_thread, read_history, refused_at_parse_message,
+    refused_message, save_dir,
 )
 
 pytestmark = pytest.mark.usefixtures("e2e_env")
@@ -80,6 +81,21 @@ def test_validation_predictions_are_physical_at_the_masked_sensors_only(inp_run)
     assert np.allclose(ratio, 0.05, atol=1e-3)
     assert np.isfinite(arrays["pred_npho"][mask]).all() and np.isnan(arrays["pred_npho"][~mask]).all()
     assert np.median(np.abs(arrays["pred_npho"][mask])) > 1  # photo-electrons, not normalized units
+
+
+def test_inpainter_is_compared_with_the_baselines_in_the_log_metrics_and_mlflow(inp_run):
+    run_dir, _, _ = inp_run
+    arrays, metadata = read_predictions(run_dir / "predictions" / PREDICTIONS_NAME)
+    assert metadata["baselines"] == ["neighbour", "solid_angle"]
+    for name in metadata["baselines"]:
+        np.testing.assert_array_equal(np.isfinite(arrays[f"{name}_npho"]), arrays["mask"])
+    npho = json.loads((run_dir / "metrics.json").read_text())["masked_sensors"]["npho"]
+    assert set(npho["fillers"]) == {"inpainter", "neighbour", "solid_angle"}
+    error = np.abs(arrays["pred_npho"] - arrays["input_npho"])[arrays["mask"]].mean()
+    assert npho["fillers"]["inpainter"]["all"]["mae"] == pytest.approx(error, rel=1e-4)
+    assert "inpainter/neighbour" in npho["ratio"]
+    (run,) = mlflow_runs(run_dir.parent)
+    assert run.data.metrics["masked/npho/inpainter/all/mae"] == pytest.approx(error, rel=1e-4)
 
 
 def test_loaded_inpainter_fills_any_mask_in_physical_units(inp_run):
