@@ -86,8 +86,8 @@ def _artifact_location(tracking_uri: str, save_dir: Path) -> str | None:
 def start_tracking(cfg: Any, config: Mapping[str, Any], resume_run_id: str | None, is_main: bool,
                    parent: Mapping[str, str] | None = None) -> Tracker:
     """Start tracking the run of `cfg` in the background: continue the MLflow run `resume_run_id` (else the one
-    the run directory recorded), else create one (tagged with `parent`: PARENT_RUN_TAG / PARENT_CHECKPOINT_TAG
-    values, when seeded from another run).
+    the run directory recorded), else create one, tagged with mlflow.tags and with `parent` (PARENT_RUN_TAG /
+    PARENT_CHECKPOINT_TAG values, when seeded from another run).
 
     Returns an inactive Tracker off rank 0 and when mlflow.enabled is false. Never blocks.
     """
@@ -101,7 +101,7 @@ def start_tracking(cfg: Any, config: Mapping[str, Any], resume_run_id: str | Non
     target = TrackingTarget(
         tracking_uri=tracking_uri, experiment=cfg.mlflow.experiment, run_name=cfg.checkpoint.run_name,
         artifact_location=_artifact_location(tracking_uri, save_dir), resume_run_id=resume_run_id,
-        parent_tags=dict(parent or {}), timeout_s=cfg.mlflow.timeout_s,
+        tags={**cfg.mlflow.tags, **(parent or {})}, timeout_s=cfg.mlflow.timeout_s,
         run_dir=save_dir / cfg.checkpoint.run_name,
     )
     worker = TrackingWorker(target)

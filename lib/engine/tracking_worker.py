@@ -52,7 +52,8 @@ class TrackingTarget:
     resume_run_id: str | None
     timeout_s: int
     run_dir: Path
-    parent_tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    """Tags of a new run (a continued run keeps its own)."""
 
     @property
     def spool_path(self) -> Path:
@@ -214,7 +215,7 @@ class TrackingWorker(threading.Thread):
             experiment_id = experiment.experiment_id if experiment is not None else self._call(
                 self._client.create_experiment, self.target.experiment, artifact_location=self.target.artifact_location)
             run = self._call(self._client.create_run, experiment_id, run_name=self.target.run_name,
-                             tags=self.target.parent_tags)
+                             tags=self.target.tags)
             self.run_id = run.info.run_id
             atomic_write_text(self.target.run_dir / MLFLOW_RUN_ID_NAME, self.run_id + "\n")
             log.info("MLflow run %s at %s (new)", self.run_id, self.target.tracking_uri)
