@@ -22,8 +22,8 @@ DEMO_RUN := demo_$(shell date -u +%Y%m%d_%H%M%S)
 DEMO_JOB := PYTHON=$(PY) EXECUTOR=auto CPU_PROCS=1 WAIT=1
 
 demo: setup
-	test -d $(DEMO_DIR)/train || $(PY) -m lib.sim.events --config config/sim/demo.yaml --out $(DEMO_DIR)/train --seed 1
-	test -d $(DEMO_DIR)/val || $(PY) -m lib.sim.events --config config/sim/demo.yaml --out $(DEMO_DIR)/val --events 1000 --shards 1 --seed 2
+	test -d $(DEMO_DIR)/train || $(PY) -m lib.sim --config config/sim/demo.yaml --out $(DEMO_DIR)/train --seed 1
+	test -d $(DEMO_DIR)/val || $(PY) -m lib.sim --config config/sim/demo.yaml --out $(DEMO_DIR)/val --events 1000 --shards 1 --seed 2
 	$(DEMO_JOB) RUN_NAME=$(DEMO_RUN) ./jobs/run_chain.sh config/mae/mae_demo.yaml config/reg/reg_demo.yaml
 	$(DEMO_JOB) RUN_NAME=$(DEMO_RUN)_scratch ./jobs/run_regressor.sh config/reg/reg_demo.yaml
 	$(PY) macros/compare_runs.py artifacts/$(DEMO_RUN)_reg artifacts/$(DEMO_RUN)_scratch

@@ -21,6 +21,7 @@ from jobs.knobs import JobError, slurm_time_minutes
 from jobs.launch import LaunchSpec, TrainingJob
 from jobs.plans import RunPlan
 from jobs.time_limits import local_timeout_min
+from lib.config import SlurmConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +61,22 @@ def choose_executor(requested: str) -> str:
     return "slurm"
 
 
-def slurm_parameters(plan: RunPlan, spec: LaunchSpec, depends_on: str | None = None) -> dict[str, Any]:
-    """SlurmExecutor parameters of `plan`: one task per node, GPUs (or CPU_PROCS CPUs), requeue on signal."""
-    slurm = plan.cfg.slurm
+def job_parameters(slurm: SlurmConfig, job_name: str, cpus_per_task: int, gpus_per_node: int = 0, nodes: int = 1,
+                   depends_on: str | None = None) -> dict[str, Any]:
+    """SlurmExecutor parameters of a job with the `slurm` settings: one task per node, requeue on signal,
+    `afterok` on the job `depends_on` when given."""
     params: dict[str, Any] = {
-        "job_name": plan.run_name,
+        "job_name": job_name,
         "time": slurm_time_minutes(slurm.time),
-        "nodes": spec.nodes,
+        "nodes": nodes,
         "ntasks_per_node": 1,
-        "cpus_per_task": spec.procs_per_node if spec.cpu else slurm.cpus_per_gpu * spec.procs_per_node,
+        "cpus_per_task": cpus_per_task,
         "signal_delay_s": slurm.signal_delay_s,
         "setup": list(slurm.setup) or None,
         "additional_parameters": {"requeue": True},
     }
-    if not spec.cpu:
-        params["gpus_per_node"] = spec.procs_per_node
+    if gpus_per_node:
+        params["gpus_per_node"] = gpus_per_node
     for key in ("partition", "account", "qos", "constraint", "mem"):
         if getattr(slurm, key) is not None:
             params[key] = getattr(slurm, key)
@@ -82,6 +84,13 @@ def slurm_parameters(plan: RunPlan, spec: LaunchSpec, depends_on: str | None = N
         params["dependency"] = f"afterok:{depends_on}"
         params["additional_parameters"]["kill-on-invalid-dep"] = "yes"
     return params
+
+
+def slurm_parameters(plan: RunPlan, spec: LaunchSpec, depends_on: str | None = None) -> dict[str, Any]:
+    """SlurmExecutor parameters of `plan`: one task per node, GPUs (or CPU_PROCS CPUs), requeue on signal."""
+    slurm = plan.cfg.slurm
+    cpus = spec.procs_per_node if spec.cpu else slurm.cpus_per_gpu * spec.procs_per_node
+    return job_parameters(slurm, plan.run_name, cpus, 0 if spec.cpu else spec.procs_per_node, spec.nodes, depends_on)
 
 
 def local_parameters(plan: RunPlan, spec: LaunchSpec) -> dict[str, Any]:
@@ -95,7 +104,8 @@ def local_parameters(plan: RunPlan, spec: LaunchSpec) -> dict[str, Any]:
     }
 
 
-def _slurm_executor(folder: Path, params: dict[str, Any]):
+def slurm_executor(folder: Path, params: dict[str, Any]):
+    """submitit's SlurmExecutor writing into `folder`, with `params` (job_parameters / slurm_parameters)."""
     from submitit import SlurmExecutor
 
     executor = SlurmExecutor(folder=folder, max_num_timeout=MAX_REQUEUES)
@@ -105,7 +115,7 @@ def _slurm_executor(folder: Path, params: dict[str, Any]):
 
 def render_sbatch(folder: Path, params: dict[str, Any], array_size: int | None = None) -> str:
     """The sbatch script submitit would submit with these parameters (nothing is written)."""
-    executor = _slurm_executor(folder, params)
+    executor = slurm_executor(folder, params)
     if array_size is not None and array_size > 1:
         executor.parameters["map_count"] = array_size
     return executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
@@ -145,7 +155,7 @@ def submit_slurm(plans: Sequence[RunPlan], specs: Sequence[LaunchSpec]) -> list[
     submitted: list[Submitted] = []
     for plan, spec in zip(plans, specs):
         after = submitted[plan.after].job_id if plan.after is not None else None
-        job = _slurm_executor(plan.layout.logs, slurm_parameters(plan, spec, after)).submit(TrainingJob(spec))
+        job = slurm_executor(plan.layout.logs, slurm_parameters(plan, spec, after)).submit(TrainingJob(spec))
         submitted.append(Submitted(plan, job.job_id, "slurm", job, plan.layout.logs))
         _record(submitted[-1], after)
     return submitted
@@ -156,7 +166,7 @@ def submit_slurm_array(plans: Sequence[RunPlan], specs: Sequence[LaunchSpec], fo
     """Submit the plans as one job array (logs in `folder`, linked from each run's prepared logs/)."""
     folder.mkdir(parents=True, exist_ok=True)
     params = {**slurm_parameters(plans[0], specs[0]), "job_name": job_name}
-    executor = _slurm_executor(folder, params)
+    executor = slurm_executor(folder, params)
     with executor.batch():
         jobs = [executor.submit(TrainingJob(spec)) for spec in specs]
     submitted = []

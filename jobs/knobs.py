@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lib.config import ConfigError, RunConfig, validate_data
 
@@ -40,13 +40,32 @@ class JobOptions(BaseModel):
     """Wait for the jobs to end, then print the artifacts and headline numbers (always on for local)."""
 
 
+class PredictOptions(JobOptions):
+    """Knobs of a prediction array (`jobs.submit predict`) besides the shared ones."""
+
+    files_per_task: int = Field(8, ge=1)
+    """Input files per task of the job array."""
+    tag: str | None = None
+    """Folder of the predictions under the model's run: <run>/predictions/<TAG> (None: named after the input)."""
+    out_dir: str | None = None
+    """Folder of the predictions instead of <run>/predictions/<TAG> (needed for a model outside a run directory)."""
+
+    @field_validator("tag")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        if name is not None and (not name or name in {".", ".."} or re.search(r"[\s/\\]", name)):
+            raise ValueError(f"TAG must be a plain folder name (no slash, no spaces), got {name!r}")
+        return name
+
+
 @dataclass(frozen=True)
 class Knob:
-    """One knob: its environment variable and what it sets (a config key or a JobOptions field)."""
+    """One knob: its environment variable and what it sets (a config key or a field of `options`)."""
 
     env: str
     target: str
-    """Dotted config key (contains a dot) or JobOptions field name."""
+    """Dotted config key (contains a dot) or field name of `options`."""
+    options: type[JobOptions] = JobOptions
 
     @property
     def flag(self) -> str:
@@ -66,7 +85,7 @@ class Knob:
             section, name = self.target.split(".")
             default = RunConfig.model_fields[section].annotation.model_fields[name].default
         else:
-            default = JobOptions.model_fields[self.target].default
+            default = self.options.model_fields[self.target].default
         if isinstance(default, bool):
             return str(int(default))
         return "unset" if default is None else str(default)
@@ -77,7 +96,7 @@ class Knob:
             section, name = self.target.split(".")
             field = RunConfig.model_fields[section].annotation.model_fields[name]
             return f"{self.target}: {(field.description or '').rstrip('.')}".rstrip(": ")
-        return (JobOptions.model_fields[self.target].description or "").rstrip(".")
+        return (self.options.model_fields[self.target].description or "").rstrip(".")
 
 
 KNOBS: tuple[Knob, ...] = (
@@ -99,6 +118,13 @@ KNOBS: tuple[Knob, ...] = (
     Knob("WAIT", "wait"),
 )
 _SWITCHES = {"DRY_RUN", "FORCE", "WAIT"}
+PREDICT_KNOBS: tuple[Knob, ...] = (
+    *(knob for knob in KNOBS if knob.env not in ("NUM_GPUS", "NODES", "RUN_NAME", "RESUME_FROM")),
+    Knob("FILES_PER_TASK", "files_per_task", PredictOptions),
+    Knob("TAG", "tag", PredictOptions),
+    Knob("OUT_DIR", "out_dir", PredictOptions),
+)
+"""The knobs of `jobs.submit predict`: one GPU per task (or CPU_PROCS CPUs), one node, no run name."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +137,10 @@ class Knobs:
     """{dotted key or option name: where it was given}"""
 
 
-def add_knob_flags(parser: argparse.ArgumentParser) -> None:
+def add_knob_flags(parser: argparse.ArgumentParser, knobs: tuple[Knob, ...] = KNOBS) -> None:
     """Add one flag per knob (`--partition`, `--num-gpus`, `--dry-run`, ...)."""
     group = parser.add_argument_group("job knobs (each also read from its environment variable)")
-    for knob in KNOBS:
+    for knob in knobs:
         help_text = f"{knob.description()} [env {knob.env}; default {knob.default_text()}]".replace("%", "%%")
         if knob.env in _SWITCHES:
             group.add_argument(knob.flag, dest=knob.dest, action="store_const", const=True, default=None,
@@ -134,15 +160,17 @@ def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def resolve_knobs(flags: Mapping[str, Any], env: Mapping[str, str]) -> Knobs:
-    """Validate the knobs given as flags (`{dest: value}`, None = not given) or environment variables.
+def resolve_knobs(flags: Mapping[str, Any], env: Mapping[str, str], knobs: tuple[Knob, ...] = KNOBS,
+                  options: type[JobOptions] = JobOptions) -> Knobs:
+    """Validate the `knobs` given as flags (`{dest: value}`, None = not given) or environment variables;
+    the job options as an `options` model.
 
     Empty environment variables count as unset. Raises ConfigError naming the variable or flag.
     """
     config_given: dict[str, Any] = {}
     options_given: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for knob in KNOBS:
+    for knob in knobs:
         value, origin = flags.get(knob.dest), f"flag {knob.flag}"
         if value is None:
             value, origin = env.get(knob.env) or None, f"environment variable {knob.env}"
@@ -155,8 +183,8 @@ def resolve_knobs(flags: Mapping[str, Any], env: Mapping[str, str]) -> Knobs:
     if config_values.get("slurm.num_gpus") == 0:
         raise ConfigError(f"{sources['slurm.num_gpus']}: a GPU job needs at least 1 GPU per node; for a CPU-only "
                           "job set CPU_PROCS=N (or --cpu-procs N) instead")
-    options = validate_data(options_given, JobOptions, sources, origin="job knobs")
-    return Knobs(config_values, options, sources)
+    validated_options = validate_data(options_given, options, sources, origin="job knobs")
+    return Knobs(config_values, validated_options, sources)
 
 
 _TIME_PARTS = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")

@@ -119,6 +119,22 @@ def _prepare(plan: RunPlan) -> None:
 
 
 @contextmanager
+def held_submit_lock(layout: RunPaths, what: str, follow: str) -> Iterator[None]:
+    """Hold layout.submit_lock (flock) inside the block; JobError naming `what` is being submitted and how to
+    `follow` it when another submission holds the lock."""
+    lock = os.open(layout.submit_lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobError(f"another submission of {what} is in progress (it holds {layout.submit_lock}); wait for "
+                           f"it and check {follow}") from None
+        yield
+    finally:
+        os.close(lock)
+
+
+@contextmanager
 def _claim(plan: RunPlan, force: bool) -> Iterator[None]:
     layout = plan.layout
     try:
@@ -131,19 +147,10 @@ def _claim(plan: RunPlan, force: bool) -> Iterator[None]:
     except OSError as err:
         raise JobError(f"cannot create the run directory {layout.run_dir} ({err.strerror}); set checkpoint.save_dir "
                        "(--set checkpoint.save_dir=DIR) to a folder you can write to") from None
-    lock = os.open(layout.submit_lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise JobError(f"another submission of run {plan.run_name!r} is in progress (it holds "
-                           f"{layout.submit_lock}); wait for it and check python -m jobs.submit status "
-                           f"{plan.run_name}") from None
+    with held_submit_lock(layout, f"run {plan.run_name!r}", f"python -m jobs.submit status {plan.run_name}"):
         _refuse_live_jobs(plan)
         _prepare(plan)
         yield
-    finally:
-        os.close(lock)
 
 
 @contextmanager

@@ -5,6 +5,7 @@
     python -m jobs.submit chain [MAE_CONFIG [REG_CONFIG]] [--mae-set k=v] [--reg-set k=v] [--set k=v]
     python -m jobs.submit sweep [CONFIG] [--kind mae|reg] (--grid key=v1,v2 ... | --points "k=v k2=v" ...)
     python -m jobs.submit status RUN [--save-dir DIR] [--lines N]
+    python -m jobs.submit predict MODEL INPUT... [--format onnx] [knob flags]   (jobs/predict_submit.py)
 
 Every config is resolved and validated (same schema as training) and every input path
 checked before anything is submitted; with DRY_RUN=1 (--dry-run) nothing is submitted or
@@ -25,6 +26,7 @@ from jobs.dryrun import dry_run_report, render_scripts
 from jobs.executors import RunFailedError, Submitted
 from jobs.knobs import JobError, JobOptions, add_knob_flags, resolve_knobs
 from jobs.launch import LaunchSpec
+from jobs.predict_submit import add_predict_parser, run_predict
 from jobs.plans import (
     DEFAULT_CONFIGS, SWEEP_TAG, RunPlan, launch_spec, plan_chain, plan_single, plan_sweep, sweep_points,
 )
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--save-dir", default=CheckpointConfig.model_fields["save_dir"].default,
                         help="parent folder of the runs (default: the schema's checkpoint.save_dir)")
     status.add_argument("--lines", type=int, default=15, help="log lines to show (default 15)")
+    add_predict_parser(commands)
     return parser
 
 
@@ -139,6 +142,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.command == "status":
         print(status_report(args.run, args.save_dir, args.lines))
         return 0
+    if args.command == "predict":
+        return run_predict(args, env)
     knobs = resolve_knobs(vars(args), env)
     return submit(_plans(args, env, knobs), knobs.options, args.entry, array=args.command == "sweep")
 

@@ -28,7 +28,7 @@ import torch
 
 from lib.config import DataConfig, MAEConfig, ModelConfig, NormalizationConfig, RegressorConfig, load_resolved
 from lib.data.files import DataError
-from lib.engine.checkpoint import CHECKPOINT_KIND, CheckpointError, evaluation_state
+from lib.engine.checkpoint import CHECKPOINT_KIND, CheckpointError, evaluation_state, read_torch_file
 from lib.evaluation.export_check import ParityError, check_export, read_raw_events, simulated_events, with_dead_channels
 from lib.evaluation.export_formats import FORMAT_SUFFIXES, export_metadata, require_onnx_exporter, write_export
 from lib.evaluation.exported_model import ExportError, import_onnxruntime
@@ -93,14 +93,11 @@ def check_output(out: Path, force: bool) -> None:
 
 
 def _read_torch_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ExportError(f"--checkpoint {path} does not exist; give a checkpoint (RUN/checkpoints/best.pt) "
-                          "or an MAE encoder export (RUN/encoder_best.pt)")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ExportError(f"--checkpoint {path} is not a readable torch file, truncated or damaged? "
-                          f"({type(exc).__name__}: {exc})") from exc
+        content = read_torch_file(path, f"--checkpoint {path}", "give a checkpoint (RUN/checkpoints/best.pt) "
+                                  "or an MAE encoder export (RUN/encoder_best.pt)")
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from exc
     kind = content.get("kind") if isinstance(content, dict) else None
     if kind not in (CHECKPOINT_KIND, ENCODER_KIND):
         raise ExportError(f"--checkpoint {path} is neither an xecmae checkpoint nor an MAE encoder export")

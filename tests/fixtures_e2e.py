@@ -148,6 +148,21 @@ def mae_run(tmp_path_factory, e2e_data, one_thread) -> Iterator[MAERun]:
     yield MAERun(save_dir / "mae_e2e", save_dir, code, epochs)
 
 
+@pytest.fixture(scope="session")
+def reg_checkpoint(tmp_path_factory, e2e_data, one_thread) -> Path:
+    """last.pt of a 1-epoch tiny regressor (energy + position, 2 steps, no validation) trained once per
+    session on the simulated data; its run directory holds config.yaml. Tests must not modify it."""
+    from lib import train_regressor
+
+    save_dir = new_save_dir(tmp_path_factory.mktemp("reg_ckpt"), e2e_data)
+    cheap = ["--epochs", "1", "--set", "data.val_path=null", "--set", "mlflow.enabled=false"]
+    with pytest.MonkeyPatch.context() as patch:
+        isolate_run(patch)
+        assert train_regressor.main([*reg_args(e2e_data, save_dir, "reg"), *cheap]) == 0
+    detach_run_logs()
+    return save_dir / "reg" / "checkpoints" / "last.pt"
+
+
 def tree_listing(root: Path) -> dict[str, tuple[int, int, bytes]]:
     """{relative path: (mtime_ns, size, content)} of every file under `root` (to prove nothing changed)."""
     return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size, p.read_bytes())

@@ -41,11 +41,11 @@ def build_loader(cfg: Any, split: str, rank: int, world_size: int, *,
 
 def prediction_loader(cfg: Any, paths: Sequence[str], batch_size: int, extras: Sequence[str] = ()) -> EventLoader:
     """Evaluation loader over any `paths` (lib.predict's --input) with the run's data settings
-    (tree, branches, workers), `batch_size` events per batch, every event, streamed, and the
-    truth branches the input has in common."""
-    data = cfg.data.model_copy(
-        update={"batch_size": batch_size, "max_val_events": None, "in_memory": False, "truth_branches": None}
-    )
+    (tree, branches), `batch_size` events per batch, every event in file order, streamed, and the
+    truth branches the input has in common. No worker processes: DataLoader interleaves the batches
+    of its workers, which would reorder the events (the loader's threads still read ahead)."""
+    data = cfg.data.model_copy(update={"batch_size": batch_size, "max_val_events": None, "in_memory": False,
+                                       "truth_branches": None, "num_workers": 0})
     return EventLoader(expand_inputs(list(paths), config_key="--input"), data, cfg.normalization, role="eval",
                        extras=extras)
 

@@ -1,6 +1,6 @@
 """Input files: expand path specs and check every file before anything is loaded.
 
-`expand_inputs` turns a file / directory / glob (or a list of them) into a sorted,
+`expand_inputs` turns a file / directory / glob / list file (or a list of them) into a sorted,
 de-duplicated list of ROOT and npz shards; `inspect_files` opens each one, reads only
 metadata (entries, basket or cluster boundaries, branch shapes) and raises `DataError` naming
 the file and what to change when something is wrong. A ROOT file holds its events in a TTree
@@ -22,6 +22,8 @@ import numpy as np
 from lib.geometry import N_SENSORS
 
 SUFFIXES = (".root", ".npz")
+LIST_SUFFIXES = (".txt", ".list")
+"""Suffixes of list files: text files naming one input path per line."""
 _GLOB_CHARS = set("*?[")
 
 
@@ -78,7 +80,8 @@ class FileInfo:
     """What holds the events: "TTree", "RNTuple" or "npz"."""
 
 
-def _has_glob(text: str) -> bool:
+def has_glob(text: str) -> bool:
+    """Whether `text` is a glob pattern (holds *, ? or [)."""
     return any(c in _GLOB_CHARS for c in text)
 
 
@@ -86,10 +89,19 @@ def _files_under(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
 
 
+def listed_paths(list_file: Path) -> list[str]:
+    """The paths of a list file: one per line, blank lines and lines starting with # left out; relative
+    paths are relative to the list file's folder."""
+    lines = (line.strip() for line in list_file.read_text(encoding="utf-8").splitlines())
+    return [os.path.join(list_file.parent, os.path.expanduser(line)) for line in lines
+            if line and not line.startswith("#")]
+
+
 def expand_inputs(
     spec: str | os.PathLike | Sequence[str | os.PathLike], *, config_key: str = "the input path"
 ) -> list[Path]:
-    """Files named by `spec`: a file, a directory (searched recursively), a glob, or a list of those.
+    """Files named by `spec`: a file, a directory (searched recursively), a glob, a list file
+    (LIST_SUFFIXES, see `listed_paths`), or a list of those.
 
     Returns absolute paths, sorted within each item and de-duplicated. Raises `DataError`
     when an item matches nothing; `config_key` (e.g. "data.train_path") names the setting
@@ -101,7 +113,7 @@ def expand_inputs(
     found: list[Path] = []
     for item in items:
         text = os.path.expanduser(os.fspath(item))
-        if _has_glob(text):
+        if has_glob(text):
             matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
             files = [p for m in matches for p in (_files_under(m) if m.is_dir() else [m]) if p.suffix in SUFFIXES]
             if not files:
@@ -110,12 +122,18 @@ def expand_inputs(
             files = _files_under(Path(text))
             if not files:
                 raise DataError(f"directory {text!r} contains no {' or '.join(SUFFIXES)} files; check {config_key}")
+        elif os.path.isfile(text) and Path(text).suffix in LIST_SUFFIXES:
+            listed = listed_paths(Path(text))
+            if not listed:
+                raise DataError(f"list file {text!r} names no input files; add one path per line (check {config_key})")
+            files = expand_inputs(listed, config_key=f"{config_key} (list file {text})")
         elif os.path.isfile(text):
             path = Path(text)
             if path.suffix not in SUFFIXES:
                 raise DataError(
                     f"file {text!r}: unsupported suffix {path.suffix!r}; "
-                    f"expected {' or '.join(SUFFIXES)} (check {config_key})"
+                    f"expected {' or '.join(SUFFIXES)} or a list file ({' or '.join(LIST_SUFFIXES)}); "
+                    f"check {config_key}"
                 )
             files = [path]
         else:

@@ -45,16 +45,23 @@ def copy_checkpoint(src: Path, dst: Path) -> None:
     atomic_copy(src, dst)
 
 
+def read_torch_file(path: Path, label: str, missing_hint: str, mmap: bool = False) -> Any:
+    """The content of the torch file at `path` loaded onto the CPU (weights only); CheckpointError naming
+    `label` (the flag or key that gave the path) when it is missing (with `missing_hint`) or unreadable."""
+    if not path.is_file():
+        raise CheckpointError(f"{label} does not exist; {missing_hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # torch raises several types for foreign, truncated or corrupt files
+        raise CheckpointError(f"{label} is not a readable torch file, truncated or damaged? "
+                              f"({type(exc).__name__}: {exc})") from exc
+
+
 def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """Load one of our checkpoints onto the CPU (`mmap`: map its tensors instead of reading them, for a
     look at a few fields); CheckpointError for anything else."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; check checkpoint.resume_from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:  # torch raises several types for foreign or corrupt files
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    state = read_torch_file(path, f"checkpoint {path}", "check checkpoint.resume_from", mmap=mmap)
     if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
         raise CheckpointError(f"{path} is a torch file but not an xecmae checkpoint (no kind={CHECKPOINT_KIND!r})")
     return state

@@ -80,6 +80,17 @@ class PredictionCollector:
     @torch.no_grad()
     def add(self, head_outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> None:
         """Record one batch: the model's raw head outputs and the batch (on any device)."""
+        heads = {name: head_outputs[name].float() for name in self.tasks}
+        pred = {name: task.predict(heads[name]).cpu().numpy() for name, task in self.tasks.items()}
+        sigma = {name: task.predict_sigma(heads[name]).cpu().numpy() for name, task in self.tasks.items()
+                 if task.cfg.loss == "gaussian_nll"}
+        self.add_predictions(pred, sigma, batch)
+
+    @torch.no_grad()
+    def add_predictions(self, pred: Mapping[str, np.ndarray], sigma: Mapping[str, np.ndarray],
+                        batch: Mapping[str, torch.Tensor]) -> None:
+        """Record one batch of predictions already in physical units: {task: (B, n_outputs)} for every
+        task, and the predicted sigma of the tasks that have one."""
         for key in ("run", "event"):
             if key in batch:
                 self._add(key, batch[key].cpu().numpy())
@@ -88,14 +99,13 @@ class PredictionCollector:
                 self._add(f"kept/{key}", batch[key].cpu().numpy())
         real_data = is_real_data(batch)
         for name, task in self.tasks.items():
-            head = head_outputs[name].float()
+            n = len(pred[name])
             has_truth = not real_data and all(key in batch for key in task.truth_keys)
-            truth = task.target(batch).double().cpu().numpy() if has_truth else np.full((len(head), task.n_outputs),
-                                                                                         np.nan)
+            truth = task.target(batch).double().cpu().numpy() if has_truth else np.full((n, task.n_outputs), np.nan)
             self._add(f"truth/{name}", truth)
-            self._add(f"pred/{name}", task.predict(head).cpu().numpy())
-            if task.cfg.loss == "gaussian_nll":
-                self._add(f"sigma/{name}", task.predict_sigma(head).cpu().numpy())
+            self._add(f"pred/{name}", pred[name])
+            if name in sigma:
+                self._add(f"sigma/{name}", sigma[name])
         if self.baseline is not None:
             cpu_batch = {k: v.cpu() for k, v in batch.items()}
             for name, value in self.baseline.predict(*raw_inputs(cpu_batch)).items():

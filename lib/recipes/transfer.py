@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lib.config.schema import SCHEMA_VERSION
-from lib.engine.checkpoint import CHECKPOINT_KIND, CheckpointError, evaluation_state
+from lib.engine.checkpoint import CHECKPOINT_KIND, CheckpointError, evaluation_state, read_torch_file
 from lib.io.atomic import atomic_write
 from lib.config import ModelConfig, NormalizationConfig
 from lib.normalization import check_compatible
@@ -68,14 +68,11 @@ def _encoder_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> dict[str
 def read_encoder_source(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any], str]:
     """(encoder weights, model config, normalization config, what the file is) of an export or checkpoint."""
     path = Path(path)
-    if not path.is_file():
-        raise TransferError(f"model.pretrained_encoder={path} does not exist; give the path of an MAE "
-                            "encoder_best.pt / encoder_last.pt or of an xecmae checkpoint")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign or corrupt files
-        raise TransferError(f"model.pretrained_encoder={path} is not a readable torch file "
-                            f"({type(exc).__name__}: {exc})") from exc
+        content = read_torch_file(path, f"model.pretrained_encoder={path}", "give the path of an MAE "
+                                  "encoder_best.pt / encoder_last.pt or of an xecmae checkpoint")
+    except CheckpointError as exc:
+        raise TransferError(str(exc)) from exc
     kind = content.get("kind") if isinstance(content, dict) else None
     if kind == ENCODER_KIND:
         return content["encoder"], content["model"], content["normalization"], "MAE encoder export"

@@ -36,9 +36,10 @@ def test_the_time_weight_travels_only_when_the_run_asks_for_it(shard_dir):
         assert (batch["time_weight"][~batch["time_valid"]] == 0).all() and batch["time_weight"].max() > 1
 
 
-def test_prediction_loader_reads_every_event_of_any_input(shard_dir):
-    cfg = _cfg(shard_dir, max_val_events=10, truth_branches=["no_such_branch"], in_memory=True)
+def test_prediction_loader_reads_every_event_of_any_input_in_file_order(shard_dir):
+    cfg = _cfg(shard_dir, max_val_events=10, truth_branches=["no_such_branch"], in_memory=True, num_workers=2)
     loader = prediction_loader(cfg, [str(shard_dir)], batch_size=50, extras=("npho_raw",))
     batches = list(loader)
     assert [len(b["event"]) for b in batches] == [50, 50, 20] and not loader.in_memory
+    assert [int(e) for b in batches for e in b["event"]] == list(range(120))  # workers would interleave chunks
     assert "npho_raw" in batches[0] and "energyTruth" in batches[0]

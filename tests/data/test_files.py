@@ -29,6 +29,22 @@ def test_expand_inputs_file_dir_glob_and_list(tmp_path):
     assert both == [files[2], files[1], files[0]]  # de-duplicated, first occurrence kept
 
 
+def test_list_files_name_inputs_one_per_line(tmp_path):
+    (tmp_path / "data").mkdir()
+    files = [tmp_path / "data" / name for name in ("a.root", "b.npz")]
+    for f in files:
+        f.touch()
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"# run 1\n{files[1]}\n\ndata/a.root\n")  # absolute, and relative to the list file
+    assert expand_inputs(listing) == [files[1], files[0]]
+    (tmp_path / "empty.list").write_text("# none yet\n")
+    with pytest.raises(DataError, match=r"list file '.*empty\.list' names no input files; add one path per line"):
+        expand_inputs(tmp_path / "empty.list")
+    (tmp_path / "bad.txt").write_text("data/missing.root\n")
+    with pytest.raises(DataError, match=r"missing\.root'; check the input path \(list file .*bad\.txt\)"):
+        expand_inputs(tmp_path / "bad.txt")
+
+
 def test_empty_directory(tmp_path):
     with pytest.raises(DataError, match=r"contains no \.root or \.npz files; check data\.train_path"):
         expand_inputs(tmp_path, config_key="data.train_path")

@@ -57,7 +57,7 @@ def test_load_checkpoint_rejects_missing_and_foreign_files(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(os.urandom(256))
-    with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable torch file"):
         load_checkpoint(garbage)
     foreign = tmp_path / "foreign.pt"
     torch.save({"model": {}}, foreign)

@@ -25,7 +25,7 @@ def _train(main, argv_of, factory, data: E2EData, name: str, *extra: str) -> Pat
 
 
 @pytest.fixture(scope="session")
-def reg_checkpoint(tmp_path_factory, e2e_data, one_thread) -> Path:
+def export_reg_checkpoint(tmp_path_factory, e2e_data, one_thread) -> Path:
     """last.pt of a tiny regressor (all four tasks, energy with sigma) trained for one step."""
     return _train(train_regressor.main, reg_args, tmp_path_factory, e2e_data, "export_reg",
                   "--set", REG_TASKS) / "checkpoints" / "last.pt"
@@ -38,9 +38,9 @@ def mae_run_dir(tmp_path_factory, e2e_data, one_thread) -> Path:
 
 
 @pytest.fixture(scope="session")
-def onnx_export(tmp_path_factory, reg_checkpoint) -> Iterator[OnnxExport]:
+def onnx_export(tmp_path_factory, export_reg_checkpoint) -> Iterator[OnnxExport]:
     """`lib.export --format onnx` of the tiny regressor with its parity check on simulated events."""
     out = tmp_path_factory.mktemp("onnx_export") / "regressor.onnx"
-    code, text = run_export(["--checkpoint", str(reg_checkpoint), "--format", "onnx", "--out", str(out),
+    code, text = run_export(["--checkpoint", str(export_reg_checkpoint), "--format", "onnx", "--out", str(out),
                              "--events", str(CHECK_EVENTS)])
     yield OnnxExport(out, code, text)

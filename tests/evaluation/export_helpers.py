@@ -23,7 +23,7 @@ ONE_STEP = ("--epochs", "1", "--set", "data.max_events=16", "--set", "data.val_p
 
 @dataclass(frozen=True)
 class OnnxExport:
-    """The session's ONNX export of the `reg_checkpoint` fixture and what the command said."""
+    """The session's ONNX export of the `export_reg_checkpoint` fixture and what the command said."""
 
     path: Path
     exit_code: int

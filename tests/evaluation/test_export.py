@@ -39,20 +39,20 @@ def _assert_nothing_written(out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------- exports
-def test_onnx_export_passes_its_parity_check_and_describes_itself(onnx_export, reg_checkpoint):
+def test_onnx_export_passes_its_parity_check_and_describes_itself(onnx_export, export_reg_checkpoint):
     assert onnx_export.exit_code == 0, onnx_export.log
     for output in OUTPUTS:  # the command prints the max difference of every output
         assert f"parity {output} " in onnx_export.log
     model = load_exported_model(onnx_export.path)
-    cfg = load_resolved(load_checkpoint(reg_checkpoint)["config"], RegressorConfig)
+    cfg = load_resolved(load_checkpoint(export_reg_checkpoint)["config"], RegressorConfig)
     meta = model.metadata
     assert model.output_names == OUTPUTS
     assert {o["name"]: o["unit"] for o in meta["outputs"]} == UNITS
     assert meta["normalization"] == describe(cfg.normalization)
     assert list(meta["tasks"]) == ["energy", "timing", "position", "angle"]
     assert meta["run_name"] == "export_reg" and meta["weights"] == "raw"
-    assert meta["checkpoint"] == str(reg_checkpoint.resolve())
-    assert meta["checkpoint_sha256"] == sha256_of(reg_checkpoint)
+    assert meta["checkpoint"] == str(export_reg_checkpoint.resolve())
+    assert meta["checkpoint_sha256"] == sha256_of(export_reg_checkpoint)
 
     sidecar = json.loads(sidecar_path(onnx_export.path).read_text())
     assert {k: v for k, v in sidecar.items() if k in meta} == meta  # the file's metadata, plus the check
@@ -75,9 +75,9 @@ def test_onnx_export_has_a_dynamic_batch(onnx_export):
                                    atol=RELATIVE_TOLERANCE * rms)
 
 
-def test_torchscript_export_passes_its_parity_check(reg_checkpoint, tmp_path):
+def test_torchscript_export_passes_its_parity_check(export_reg_checkpoint, tmp_path):
     out = tmp_path / "regressor.torchscript.pt"
-    code, text = _export(reg_checkpoint, out)
+    code, text = _export(export_reg_checkpoint, out)
     assert code == 0, text
     model = load_exported_model(out)
     assert model.format == "torchscript" and model.output_names == OUTPUTS
@@ -86,27 +86,27 @@ def test_torchscript_export_passes_its_parity_check(reg_checkpoint, tmp_path):
     assert all(outputs[name].shape == (3,) and outputs[name].dtype == np.float32 for name in OUTPUTS)
 
 
-def test_default_output_goes_to_the_run_directory(reg_checkpoint, tmp_path):
+def test_default_output_goes_to_the_run_directory(export_reg_checkpoint, tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
-    checkpoint = shutil.copy(reg_checkpoint, run_dir / "checkpoints" / "best.pt")
+    checkpoint = shutil.copy(export_reg_checkpoint, run_dir / "checkpoints" / "best.pt")
     code, text = run_export(["--checkpoint", str(checkpoint), "--format", "torchscript", "--no-check"])
     assert code == 0, text
     assert (run_dir / "exported" / "regressor_best.torchscript.pt").is_file()
     assert (run_dir / "exported" / "regressor_best.torchscript.pt.json").is_file()
 
 
-def test_parity_check_reads_the_events_of_input(reg_checkpoint, tmp_path):
+def test_parity_check_reads_the_events_of_input(export_reg_checkpoint, tmp_path):
     data = write_event_file(tmp_path / "data" / "events.npz", 6, seed=4)
     out = tmp_path / "regressor.torchscript.pt"
-    code, text = _export(reg_checkpoint, out, "torchscript", "--input", str(data))
+    code, text = _export(export_reg_checkpoint, out, "torchscript", "--input", str(data))
     assert code == 0, text
     assert "12 events (6 with injected dead channels)" in text and str(data) in text
     assert json.loads(sidecar_path(out).read_text())["parity_check"]["events"] == 12
 
 
-def test_ema_weights_are_exported_by_default_and_raw_ones_on_request(reg_checkpoint, tmp_path):
-    state = load_checkpoint(reg_checkpoint)
+def test_ema_weights_are_exported_by_default_and_raw_ones_on_request(export_reg_checkpoint, tmp_path):
+    state = load_checkpoint(export_reg_checkpoint)
     shadow = {k: v + 0.01 if k.startswith("heads.") and v.is_floating_point() else v
               for k, v in state["model"].items()}
     with_ema = tmp_path / "with_ema.pt"
@@ -122,24 +122,24 @@ def test_ema_weights_are_exported_by_default_and_raw_ones_on_request(reg_checkpo
     assert not np.allclose(outputs["default"], outputs["raw"])
 
 
-def test_a_failing_parity_check_exits_non_zero_and_writes_nothing(reg_checkpoint, tmp_path, monkeypatch):
+def test_a_failing_parity_check_exits_non_zero_and_writes_nothing(export_reg_checkpoint, tmp_path, monkeypatch):
     # a normalization in the graph that differs from the loader's (time off by 1 normalized unit)
     monkeypatch.setattr(lib.evaluation.inference_graph, "time_forward", lambda t, cfg: time_forward(t, cfg) + 1.0)
     out = tmp_path / "bad.torchscript.pt"
-    code, text = _export(reg_checkpoint, out)
+    code, text = _export(export_reg_checkpoint, out)
     assert code == 1
     assert "parity check failed" in text and "torch_graph" in text
     _assert_nothing_written(out)
 
 
-def test_an_existing_export_is_only_replaced_with_force(reg_checkpoint, tmp_path):
+def test_an_existing_export_is_only_replaced_with_force(export_reg_checkpoint, tmp_path):
     out = tmp_path / "regressor.torchscript.pt"
-    assert _export(reg_checkpoint, out, "torchscript", "--no-check")[0] == 0
+    assert _export(export_reg_checkpoint, out, "torchscript", "--no-check")[0] == 0
     before = out.read_bytes()
-    code, text = _export(reg_checkpoint, out, "torchscript", "--no-check")
+    code, text = _export(export_reg_checkpoint, out, "torchscript", "--no-check")
     assert code == 2 and "--force" in text and str(out) in text
     assert out.read_bytes() == before
-    assert _export(reg_checkpoint, out, "torchscript", "--no-check", "--force")[0] == 0
+    assert _export(export_reg_checkpoint, out, "torchscript", "--no-check", "--force")[0] == 0
 
 
 def test_encoder_part_exports_tokens_from_an_mae_checkpoint_and_its_encoder_export(mae_run_dir, tmp_path):
@@ -170,48 +170,48 @@ def test_mae_checkpoint_given_to_a_regressor_export_is_refused(mae_run_dir, tmp_
     _assert_nothing_written(out)
 
 
-def test_regressor_checkpoint_given_to_an_encoder_export_is_refused(reg_checkpoint, tmp_path):
+def test_regressor_checkpoint_given_to_an_encoder_export_is_refused(export_reg_checkpoint, tmp_path):
     out = tmp_path / "x.onnx"
-    code, text = _export(reg_checkpoint, out, "onnx", "--part", "encoder")
+    code, text = _export(export_reg_checkpoint, out, "onnx", "--part", "encoder")
     assert code == 2 and "regressor checkpoint" in text and "--part regressor" in text
     _assert_nothing_written(out)
 
 
-def test_truncated_checkpoint_is_refused(reg_checkpoint, tmp_path):
+def test_truncated_checkpoint_is_refused(export_reg_checkpoint, tmp_path):
     truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(reg_checkpoint.read_bytes()[: reg_checkpoint.stat().st_size // 2])
+    truncated.write_bytes(export_reg_checkpoint.read_bytes()[: export_reg_checkpoint.stat().st_size // 2])
     out = tmp_path / "x.onnx"
     code, text = _export(truncated, out, "onnx")
     assert code == 2 and str(truncated) in text and "truncated" in text
     _assert_nothing_written(out)
 
 
-def test_output_path_that_cannot_be_written_is_refused(reg_checkpoint, tmp_path):
+def test_output_path_that_cannot_be_written_is_refused(export_reg_checkpoint, tmp_path):
     not_a_directory = tmp_path / "file"
     not_a_directory.write_text("")
-    code, text = _export(reg_checkpoint, not_a_directory / "x.onnx", "onnx")
+    code, text = _export(export_reg_checkpoint, not_a_directory / "x.onnx", "onnx")
     assert code == 2 and "writable directory" in text and str(not_a_directory) in text
 
 
-def test_input_with_another_sensor_count_is_refused(reg_checkpoint, tmp_path):
+def test_input_with_another_sensor_count_is_refused(export_reg_checkpoint, tmp_path):
     data = write_event_file(tmp_path / "data" / "small.npz", 4, seed=3, n_sensors=4000)
     out = tmp_path / "x.torchscript.pt"
-    code, text = _export(reg_checkpoint, out, "torchscript", "--input", str(data))
+    code, text = _export(export_reg_checkpoint, out, "torchscript", "--input", str(data))
     assert code == 2 and "4000" in text and "4760" in text and str(data) in text
     _assert_nothing_written(out)
 
 
-def test_ema_weights_asked_of_a_run_without_ema_are_refused(reg_checkpoint, tmp_path):
+def test_ema_weights_asked_of_a_run_without_ema_are_refused(export_reg_checkpoint, tmp_path):
     out = tmp_path / "x.torchscript.pt"
-    code, text = _export(reg_checkpoint, out, "torchscript", "--weights", "ema")
+    code, text = _export(export_reg_checkpoint, out, "torchscript", "--weights", "ema")
     assert code == 2 and "no EMA weights" in text and "--weights raw" in text
     _assert_nothing_written(out)
 
 
-def test_missing_onnxruntime_is_refused_naming_the_extra(reg_checkpoint, tmp_path, monkeypatch):
+def test_missing_onnxruntime_is_refused_naming_the_extra(export_reg_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     out = tmp_path / "x.onnx"
-    code, text = _export(reg_checkpoint, out, "onnx")
+    code, text = _export(export_reg_checkpoint, out, "onnx")
     assert code == 2 and "onnxruntime is not installed" in text and EXPORT_EXTRA_HINT in text
     _assert_nothing_written(out)
 

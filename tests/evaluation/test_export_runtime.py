@@ -34,10 +34,10 @@ print(json.dumps(relative))
 """
 
 
-def test_onnxruntime_without_torch_reproduces_lib_predict(onnx_export, reg_checkpoint, tmp_path):
+def test_onnxruntime_without_torch_reproduces_lib_predict(onnx_export, export_reg_checkpoint, tmp_path):
     data = write_event_file(tmp_path / "data" / "events.npz", 12, seed=7)
     written = tmp_path / "predictions.root"
-    assert predict.main(["--checkpoint", str(reg_checkpoint), "--input", str(data), "--out", str(written),
+    assert predict.main(["--checkpoint", str(export_reg_checkpoint), "--input", str(data), "--out", str(written),
                          "--batch_size", "5", "--device", "cpu"]) == 0
     result = subprocess.run([sys.executable, "-c", TORCH_FREE_PREDICTION, str(onnx_export.path), str(data),
                              str(written)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},

@@ -119,6 +119,6 @@ def test_status_shows_the_trainers_own_error_before_the_log_tails(workspace, sub
     code, out, _ = submit(["status", "pre", "--save-dir", str(workspace["runs"])])
     job_id = json.loads((workspace["runs"] / "pre" / "jobs.json").read_text())[0]["job_id"]
     cause = out.splitlines()[1]
-    assert cause.startswith(f"trainer error: {not_a_checkpoint} is not a readable torch checkpoint"), out
+    assert cause.startswith(f"trainer error: checkpoint {not_a_checkpoint} is not a readable torch file"), out
     assert cause.endswith(f"{workspace['runs'] / 'pre' / 'logs' / f'{job_id}_0_log.err'})")
     assert out.index("trainer error:") < out.index("last 15 lines of") < out.index("RuntimeError: the trainer exited")

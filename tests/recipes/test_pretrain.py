@@ -231,7 +231,7 @@ def _bad_resume_files(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("kind, expected", [
-    ("missing", "does not exist"), ("random-bytes", "not a readable torch checkpoint"),
+    ("missing", "does not exist"), ("random-bytes", "not a readable torch file"),
     ("no-marker", "not an xecmae checkpoint"),
 ])
 def test_bad_resume_file_is_refused(e2e_data, save_dir, tmp_path, caplog, kind, expected):

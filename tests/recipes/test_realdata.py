@@ -14,7 +14,7 @@ from lib import predict, train_mae, train_regressor
 from tests.data.fixtures.make_fixtures import EVENTS, FOLDER, fixture_events
 from tests.fixtures_e2e import (
     TRAIN_EVENTS, E2EData, e2e_data, e2e_env, mae_args, one_thread, read_history, refused_message, reg_args,
-    save_dir,  # noqa: F401 (fixtures)
+    reg_checkpoint, save_dir,  # noqa: F401 (fixtures)
 )
 
 pytestmark = pytest.mark.usefixtures("e2e_env")
@@ -25,19 +25,6 @@ TINY_BATCH = ("--batch_size", "2", "--set", "data.in_memory=false")
 
 def _on(data: E2EData, train: Path, val: Path | None = None) -> E2EData:
     return E2EData(train, val if val is not None else train, data.mlflow_template)
-
-
-@pytest.fixture(scope="module")
-def reg_checkpoint(tmp_path_factory, e2e_data, one_thread) -> Path:
-    """last.pt of a 1-epoch tiny regressor (energy + position) trained on the simulated data."""
-    from tests.fixtures_e2e import detach_run_logs, isolate_run, new_save_dir
-
-    save = new_save_dir(tmp_path_factory.mktemp("reg_ckpt"), e2e_data)
-    with pytest.MonkeyPatch.context() as patch:
-        isolate_run(patch)
-        assert train_regressor.main([*reg_args(e2e_data, save, "reg"), *CHEAP]) == 0
-    detach_run_logs()
-    return save / "reg" / "checkpoints" / "last.pt"
 
 
 def _predict(checkpoint: Path, source: Path, out: Path, *extra: str) -> dict[str, np.ndarray]:
