@@ -125,19 +125,20 @@ def check_study(cfg: RegressorConfig, events: Sequence[int], seeds: int, modes: 
 
 def label_points(name: str, cfg: RegressorConfig, events: Sequence[int], seeds: int, modes: Sequence[str],
                  encoder: str | None, total_steps: int, validations: int) -> list[StudyPoint]:
-    """Every point of the study, mode by mode, N by N, seed by seed; run names <name>_<mode>_n<N>_s<seed>."""
+    """Every point of the study, N by N, seed by seed, mode by mode (a study stopped half-way has comparable
+    points); run names <name>_<mode>_n<N>_s<seed>."""
     points = []
-    for mode in modes:
-        start = ([f"model.pretrained_encoder={Path(encoder).resolve()}"] if mode != "scratch"
-                 else ["model.pretrained_encoder=null"])
-        start.append(f"model.freeze_encoder={str(mode == 'frozen').lower()}")
-        for n in events:
-            schedule = step_schedule(total_steps, n, cfg, validations)
-            steps = [f"data.max_events={n}", f"training.epochs={schedule.epochs}",
-                     f"data.steps_per_epoch={schedule.steps_per_epoch}",
-                     f"training.warmup_epochs={schedule.warmup_epochs}", f"training.val_every={schedule.val_every}",
-                     f"checkpoint.save_interval={schedule.epochs}"]
-            for index in range(seeds):
+    for n in events:
+        schedule = step_schedule(total_steps, n, cfg, validations)
+        steps = [f"data.max_events={n}", f"training.epochs={schedule.epochs}",
+                 f"data.steps_per_epoch={schedule.steps_per_epoch}",
+                 f"training.warmup_epochs={schedule.warmup_epochs}", f"training.val_every={schedule.val_every}",
+                 f"checkpoint.save_interval={schedule.epochs}"]
+        for index in range(seeds):
+            for mode in modes:
+                start = ([f"model.pretrained_encoder={Path(encoder).resolve()}"] if mode != "scratch"
+                         else ["model.pretrained_encoder=null"])
+                start.append(f"model.freeze_encoder={str(mode == 'frozen').lower()}")
                 tags = [f"mlflow.tags.{TAG_STUDY}='{name}'", f"mlflow.tags.{TAG_MODE}={mode}",
                         f"mlflow.tags.{TAG_EVENTS}='{n}'", f"mlflow.tags.{TAG_SEED}='{index}'"]
                 overrides = (*start, *steps, f"training.seed={cfg.training.seed + index}", *tags)

@@ -43,8 +43,8 @@ def test_default_budget_is_the_configs_epochs_over_the_largest_n():
 def test_points_name_modes_and_carry_their_overrides(tmp_path):
     encoder = tmp_path / "enc.pt"
     points = label_points("st", _cfg(), [250, 1000], 2, ["pretrained", "frozen", "scratch"], str(encoder), 480, 4)
-    assert [p.run_name for p in points[:4]] == ["st_pretrained_n250_s0", "st_pretrained_n250_s1",
-                                               "st_pretrained_n1000_s0", "st_pretrained_n1000_s1"]
+    assert [p.run_name for p in points[:4]] == ["st_pretrained_n250_s0", "st_frozen_n250_s0", "st_scratch_n250_s0",
+                                               "st_pretrained_n250_s1"]
     assert len(points) == 12
     by_name = {p.run_name: p for p in points}
     frozen, scratch = by_name["st_frozen_n250_s1"].overrides, by_name["st_scratch_n1000_s0"].overrides

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 
@@ -90,3 +91,14 @@ def test_dry_run_plans_every_point_without_torch_or_files(study_workspace):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("== job ") == 6 and "labels_reg_frozen_n16_s0" in result.stdout
     assert not study_workspace["runs"].exists()
+
+
+def test_run_study_wrapper_is_thin_and_documents_every_knob():
+    from jobs.knobs import KNOBS
+
+    text = (REPO / "jobs" / "run_study.sh").read_text()
+    code = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert code == ["set -euo pipefail", 'exec "${PYTHON:-python}" -m lib.study labels "$@"']
+    for knob in KNOBS:
+        default = r"labels_<config name>" if knob.env == "RUN_NAME" else knob.default_text()
+        assert re.search(rf"^#\s+{knob.env}\s.*\[{re.escape(default)}\]$", text, re.M), knob.env
