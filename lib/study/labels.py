@@ -13,14 +13,21 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+import yaml
+
 from jobs.knobs import JobError, resolve_knobs
 from jobs.plans import RunPlan, plan_points
 from jobs.run_guard import live_jobs
 from jobs.submit import submit
-from lib.config import ConfigError, RegressorConfig, load_config
+from lib.config import ConfigError, RegressorConfig, flatten_config, load_config
+from lib.io.run_files import CONFIG_NAME
 from lib.study.label_plan import MODES, StudyPoint, check_study, default_total_steps, label_points
 
 log = logging.getLogger(__name__)
+
+POINT_KEYS = ("data.max_events", "training.epochs", "data.steps_per_epoch", "training.seed",
+              "model.pretrained_encoder", "model.freeze_encoder", "data.train_path")
+"""Settings a started point must keep to be continued from its last.pt."""
 
 
 def add_label_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,12 +89,29 @@ def plan_study(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[list[S
     return points, plans, knobs
 
 
+def check_started_points(plans: list[RunPlan]) -> None:
+    """Raise ConfigError for a point whose run directory was started with other POINT_KEYS values (another
+    --steps, --events or encoder under the same study name): continuing it would mix two schedules."""
+    for plan in plans:
+        path = plan.layout.run_dir / CONFIG_NAME
+        if not path.is_file():
+            continue
+        before = flatten_config(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        now = flatten_config(plan.cfg.model_dump(mode="json"))
+        changed = [f"{key} {before.get(key)!r} there, {now.get(key)!r} now" for key in POINT_KEYS
+                   if before.get(key) != now.get(key)]
+        if changed:
+            raise ConfigError(f"point {plan.run_name} was started with other settings ({'; '.join(changed)}); "
+                              f"give the study another --name, or delete {plan.layout.run_dir} to train it anew")
+
+
 def run_labels(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Plan, submit what is left, and write the report once every point is done; returns the exit status."""
     points, plans, knobs = plan_study(args, env)
     finished = [plan for plan in plans if plan.layout.done.exists()]
     running = [plan for plan in plans if plan not in finished and live_jobs(plan.layout)]
     pending = [plan for plan in plans if plan not in finished and plan not in running]
+    check_started_points(pending)
     log.info("%d points finished, %d queued or running in SLURM, %d to submit", len(finished), len(running),
              len(pending))
     code = 0

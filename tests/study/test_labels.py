@@ -102,3 +102,15 @@ def test_run_study_wrapper_is_thin_and_documents_every_knob():
     for knob in KNOBS:
         default = r"labels_<config name>" if knob.env == "RUN_NAME" else knob.default_text()
         assert re.search(rf"^#\s+{knob.env}\s.*\[{re.escape(default)}\]$", text, re.M), knob.env
+
+
+def test_an_unfinished_point_started_with_other_settings_is_not_continued(study_workspace, capsys):
+    args = ["--name", "moved", "--events", "8", "--seeds", "1", "--modes", "scratch"]
+    assert _labels(study_workspace, *args, "--steps", "4") == 0
+    run_dir = study_workspace["runs"] / "moved_scratch_n8_s0"
+    (run_dir / "DONE").unlink()
+    last = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    assert _labels(study_workspace, *args, "--steps", "6") == 2
+    err = capsys.readouterr().err
+    assert "point moved_scratch_n8_s0 was started with other settings (training.epochs 2 there, 3 now)" in err
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == last
