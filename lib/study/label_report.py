@@ -157,9 +157,11 @@ def plot_report(path: Path, table: Sequence[dict[str, Any]], rows: Sequence[dict
     return saved[0]
 
 
-def write_label_report(points: Sequence[StudyPoint], plans: Sequence[Any], encoder: str | None) -> list[Path]:
+def write_label_report(points: Sequence[StudyPoint], plans: Sequence[Any], encoder: str | None,
+                       planned: int | None = None) -> list[Path]:
     """Write points.csv, labels.csv, labels.md and labels.png into <save_dir>/<study>/ and the MLflow parent run;
-    returns the files written."""
+    returns the files written. `planned`: the study's number of points when `points` are only the finished ones
+    (a partial report: said in labels.md, no MLflow parent run)."""
     cfg = plans[0].cfg
     name = cfg.mlflow.tags[TAG_STUDY]
     out = plans[0].layout.run_dir.parent / name
@@ -169,12 +171,14 @@ def write_label_report(points: Sequence[StudyPoint], plans: Sequence[Any], encod
     context = {"MAE encoder": encoder or "-", "config": plans[0].config_file,
                "optimizer steps per point": _steps(plans[0]), "seeds": max(point.seed_index for point in points) + 1,
                "validation events": rows and _validation_events(plans[0])}
+    if planned is not None:
+        context["partial report"] = f"{len(points)} of {planned} points finished"
     outputs = [write_csv(out / "points.csv", rows, ["mode", "events", "seed", "run", *metric_keys])]
     columns = list(dict.fromkeys(key for row in table for key in row))
     outputs.append(write_csv(out / "labels.csv", table, columns))
     outputs.append(atomic_write_text(out / "labels.md", markdown_report(name, table, context)))
     outputs.append(plot_report(out / "labels.png", table, rows))
-    if cfg.mlflow.enabled:
+    if cfg.mlflow.enabled and planned is None:
         log_parent_run(cfg, name, plans, table, outputs, context)
     return outputs
 

@@ -46,6 +46,8 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> None:
                                        "<save_dir>/<name>/ [RUN_NAME; default labels_<config name>]")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override of every point (repeatable)")
+    parser.add_argument("--partial", action="store_true",
+                        help="submit nothing; write the table and plot from the points finished so far")
     parser.add_argument("--entry", metavar="MODULE", help="python module to train with (for tests)")
 
 
@@ -105,10 +107,26 @@ def check_started_points(plans: list[RunPlan]) -> None:
                               f"give the study another --name, or delete {plan.layout.run_dir} to train it anew")
 
 
+def _write_report(points: list[StudyPoint], plans: list[RunPlan], encoder: str | None,
+                  planned: int | None = None) -> int:
+    from lib.study.label_report import write_label_report  # matplotlib and mlflow: only when a report is due
+
+    outputs = write_label_report(points, plans, encoder, planned)
+    print("label-efficiency study written: " + ", ".join(str(path) for path in outputs))
+    return 0
+
+
 def run_labels(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Plan, submit what is left, and write the report once every point is done; returns the exit status."""
+    """Plan, submit what is left, and write the report once every point is done (--partial: from the finished
+    points, submitting nothing); returns the exit status."""
     points, plans, knobs = plan_study(args, env)
     finished = [plan for plan in plans if plan.layout.done.exists()]
+    if args.partial:
+        if not finished:
+            raise ConfigError("--partial: no point of the study has finished yet")
+        done = [(point, plan) for point, plan in zip(points, plans) if plan in finished]
+        log.info("partial report: %d of %d points finished", len(done), len(plans))
+        return _write_report([point for point, _ in done], [plan for _, plan in done], args.mae, len(plans))
     running = [plan for plan in plans if plan not in finished and live_jobs(plan.layout)]
     pending = [plan for plan in plans if plan not in finished and plan not in running]
     check_started_points(pending)
@@ -127,8 +145,4 @@ def run_labels(args: argparse.Namespace, env: Mapping[str, str]) -> int:
               f"jobs have ended to train what is left and write the table (waiting for: {', '.join(missing[:5])}"
               f"{', ...' if len(missing) > 5 else ''})")
         return code
-    from lib.study.label_report import write_label_report  # matplotlib and mlflow: only once every point is done
-
-    outputs = write_label_report(points, plans, args.mae)
-    print("label-efficiency study written: " + ", ".join(str(path) for path in outputs))
-    return 0
+    return _write_report(points, plans, args.mae)

@@ -114,3 +114,16 @@ def test_an_unfinished_point_started_with_other_settings_is_not_continued(study_
     err = capsys.readouterr().err
     assert "point moved_scratch_n8_s0 was started with other settings (training.epochs 2 there, 3 now)" in err
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == last
+
+
+def test_partial_report_uses_the_finished_points_and_submits_nothing(study_workspace, capsys):
+    args = ["--name", "part", "--events", "8,16", "--seeds", "1", "--steps", "4", "--modes", "scratch"]
+    assert _labels(study_workspace, *args, "--partial") == 2
+    assert "no point of the study has finished yet" in capsys.readouterr().err
+    assert _labels(study_workspace, *args) == 0
+    (study_workspace["runs"] / "part_scratch_n16_s0" / "DONE").unlink()
+    capsys.readouterr()
+    assert _labels(study_workspace, *args, "--partial") == 0
+    assert "locally" not in capsys.readouterr().out  # nothing trained
+    assert {row["events"] for row in _rows(study_workspace["runs"] / "part" / "labels.csv")} == {"8"}
+    assert "- partial report: 1 of 2 points finished" in (study_workspace["runs"] / "part" / "labels.md").read_text()
