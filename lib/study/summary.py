@@ -60,9 +60,11 @@ def _series(record: RunRecord, key: str) -> list[tuple[int, float]]:
 def run_row(record: RunRecord, metric: str, maximize: bool, keys: Sequence[str]) -> dict[str, Any]:
     """The summary row of one run (values as numbers; config values as text)."""
     series = _series(record, metric)
-    best = (max if maximize else min)(series, key=lambda point: point[1]) if series else None
     train, val = record.final.get(TRAIN_LOSS), record.final.get(VAL_LOSS)
     steps = max((int(r["global_step"]) for r in record.history if "global_step" in r), default=None)
+    if not series and record.final.get(metric) is not None:  # a final evaluation only (e.g. final/...)
+        series = [(steps, record.final[metric])]
+    best = (max if maximize else min)(series, key=lambda point: point[1]) if series else None
     row = {"run": record.name, **{key: record.config.get(key) for key in keys},
            f"final {metric}": record.final.get(metric), f"best {metric}": best and best[1],
            "best at step": best and best[0], TRAIN_LOSS: train, VAL_LOSS: val,

@@ -90,3 +90,17 @@ def test_an_unknown_experiment_names_the_ones_there(sweep_runs, tmp_path, capsys
     assert main(["summary", "--experiment", "nope", "--tracking-uri", sweep_runs["uri"]]) == 2
     err = capsys.readouterr().err
     assert "no MLflow experiment 'nope'" in err and "it has: " in err and "summ" in err.split("it has: ")[1]
+
+
+def test_a_final_evaluation_metric_ranks_and_is_its_own_best(sweep_runs, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    for lr, width in zip(LRS, (3.0, 2.0, 4.0)):  # metrics.json as a finished fine-tune writes it
+        run = shutil.copytree(sweep_runs["runs"] / f"scan_lr{lr}", runs / f"scan_lr{lr}")
+        (run / "metrics.json").write_text(json.dumps({"regressor": {"E_rel_w68_pct": width}}))
+    assert main(["summary", str(runs), "--metric", "final/E_rel_w68_pct", "--out", str(tmp_path / "out")]) == 0
+    rows = _rows(tmp_path / "out" / "summary.csv")
+    assert [row["run"] for row in rows] == ["scan_lr0.01", "scan_lr0.001", "scan_lr0.1"]
+    assert [row["best final/E_rel_w68_pct"] for row in rows] == ["2.0", "3.0", "4.0"]
+    assert rows[0]["best at step"] == "12"
