@@ -206,8 +206,9 @@ def log_parent_run(cfg: Any, name: str, plans: Sequence[Any], table: Sequence[di
     found = client.search_runs([experiment_id], filter_string=query, max_results=1)
     run_id = found[0].info.run_id if found else client.create_run(
         experiment_id, run_name=name, tags={TAG_STUDY: name, ROLE_TAG: PARENT_ROLE}).info.run_id
-    for key, value in context.items():
-        client.log_param(run_id, key.replace(" ", "_"), str(value)) if not found else None
+    if not found:
+        for key, value in context.items():
+            client.log_param(run_id, key.replace(" ", "_"), str(value))
     logged = {key: {m.step for m in client.get_metric_history(run_id, key)}
               for key in client.get_run(run_id).data.metrics}
     metrics = [Metric(f"{row['mode']}/{key[:-5]}", row[key], 0, row["events"]) for row in table for key in row

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from jobs.knobs import JobError, resolve_knobs
+from jobs.knobs import Knobs, resolve_knobs
 from jobs.plans import RunPlan, plan_points
 from jobs.run_guard import live_jobs
 from jobs.submit import submit
@@ -72,7 +72,7 @@ def _check_one_process(cfg: RegressorConfig, cpu_procs: int | None) -> None:
                           f"not {processes}; set CPU_PROCS=1, or NUM_GPUS=1 and NODES=1")
 
 
-def plan_study(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[list[StudyPoint], list[RunPlan], object]:
+def plan_study(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[list[StudyPoint], list[RunPlan], Knobs]:
     """The study's points and their run plans (validated configs), and the resolved knobs."""
     knobs = resolve_knobs(vars(args), env)
     cfg = _study_config(args, knobs.config_values)
