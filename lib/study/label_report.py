@@ -133,13 +133,18 @@ def markdown_report(name: str, table: Sequence[dict[str, Any]], context: dict[st
 
 
 def plot_report(path: Path, table: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> Path:
-    """labels.png: one panel per headline resolution, mean +- std vs N per mode, each seed as a faint dot."""
+    """labels.png: one panel per headline resolution (two per row), mean +- std vs N per mode, each seed as a
+    faint dot."""
     from lib.plots.style import figure
 
     panels = [(key, label, scale) for key, label, scale in HEADLINES if any(f"{key}_mean" in row for row in table)]
     saved: list[Path] = []
-    with figure(path, saved, ncols=len(panels), squeeze=False, figsize=(5.5 * len(panels), 4.5)) as (fig, axes):
-        for ax, (key, label, scale) in zip(axes[0], panels):
+    ncols = min(2, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    with figure(path, saved, nrows=nrows, ncols=ncols, squeeze=False, figsize=(6.5 * ncols, 4.8 * nrows)) as (fig, axes):
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax, (key, label, scale) in zip(axes.flat, panels):
             for index, mode in enumerate((*MODES, CLASSICAL)):
                 series = [row for row in table if row["mode"] == mode and f"{key}_mean" in row]
                 if not series:
