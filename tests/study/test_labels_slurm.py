@@ -4,12 +4,13 @@ once all have ended, and a re-run that submits nothing."""
 from __future__ import annotations
 
 import csv
+import subprocess
 
 import pytest
 
 from jobs.executors import wait_slurm
 from lib.study.__main__ import main
-from tests.jobs.slurm_helpers import STANDIN, WAIT_S, records
+from tests.jobs.slurm_helpers import REPO, STANDIN, WAIT_S, queue_listing, records, slurm_env
 
 pytestmark = pytest.mark.slurm
 
@@ -39,3 +40,13 @@ def test_study_is_one_array_job_and_a_rerun_submits_nothing(study_workspace, cap
     with (runs / "sl" / "labels.csv").open() as handle:
         assert {(row["mode"], row["events"]) for row in csv.DictReader(handle)} == {
             (mode, n) for mode in ("pretrained", "frozen", "scratch", "classical") for n in ("8", "16")}
+
+
+def test_run_study_dry_run_prints_one_accepted_array_and_submits_nothing(study_workspace):
+    before = queue_listing()
+    result = subprocess.run([str(REPO / "jobs" / "run_study.sh"), "--config", study_workspace["reg"], "--mae",
+                             study_workspace["encoder"], "--events", "8,16", "--seeds", "1"],
+                            env=slurm_env(DRY_RUN="1"), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "#SBATCH --array=0-5%6" in result.stdout and "sbatch --test-only: sbatch: Job" in result.stdout
+    assert queue_listing() == before and not study_workspace["runs"].exists()
