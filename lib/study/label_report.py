@@ -67,7 +67,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (mode, N), modes in MODES order then classical: {mode, events, seeds, <key>_mean/_std/_min/_max}
-    for every headline key present (scaled to the label's unit)."""
+    for every headline key present (scaled to the label's unit); classical over its distinct values."""
     keys = [(key, scale) for key, _, scale in HEADLINES if any(key in row for row in rows)]
     groups: dict[tuple[str, int], dict[str, list[float]]] = {}
     for row in rows:
@@ -75,8 +75,12 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             group = groups.setdefault((mode, row["events"]), {})
             for key, scale in keys:
                 value = row.get(prefix + key)
-                if value is not None and math.isfinite(value):
-                    group.setdefault(key, []).append(value * scale)
+                if value is None or not math.isfinite(value):
+                    continue
+                series = group.setdefault(key, [])
+                # the baseline is calibrated on the same N events in every point: each value once (up to rounding)
+                if mode != CLASSICAL or not any(math.isclose(value * scale, seen, rel_tol=1e-9) for seen in series):
+                    series.append(value * scale)
     order = {mode: index for index, mode in enumerate((*MODES, CLASSICAL))}
     table = []
     for (mode, events), values in sorted(groups.items(), key=lambda item: (order[item[0][0]], item[0][1])):
