@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     chain.add_argument("--mae-set", action="append", default=[], metavar="KEY=VALUE", help="override of the MAE run")
     chain.add_argument("--reg-set", action="append", default=[], metavar="KEY=VALUE",
                        help="override of the regressor run")
-    sweep = commands.add_parser("sweep", parents=[common], help="one run per point, as one job array")
+    sweep = commands.add_parser("sweep", parents=[common],
+                                help="one run per point, as one job array (runs named by their values, tagged sweep)")
     sweep.add_argument("config", nargs="?", help="YAML config [env CONFIG; default: that of --kind]")
     sweep.add_argument("--kind", choices=sorted(DEFAULT_CONFIGS), default="mae", help="run kind (default mae)")
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
