@@ -3,13 +3,14 @@
 A `RunPlan` is one training run: its resolved config (checkpoint.auto_resume true, so a
 requeued job continues from last.pt), its run directory and the run it waits for. Plans are
 built for a single run, a chain (MAE then regressor on the MAE's exported encoder) or a sweep
-(one run per grid / list point). Data, resume and encoder paths are checked to exist here,
+(one run per grid / list point, named by its values and tagged with the sweep's name). Data, resume and encoder paths are checked to exist here,
 except an encoder that a chained job will produce.
 """
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ DEFAULT_CONFIGS = {"mae": "config/mae/mae_config.yaml", "reg": "config/reg/train
                    "inp": "config/inp/inpainter_config.yaml"}
 """Config file used when neither the command line nor the environment names one."""
 RESUMED = "checkpoint.auto_resume=true"
+SWEEP_TAG = "sweep"
+"""MLflow tag (config key mlflow.tags.sweep) naming the sweep a run belongs to."""
+MAX_RUN_NAME_LENGTH = 80
+"""A sweep run whose name by values would be longer is named <base>_<index>."""
 
 
 @dataclass(frozen=True)
@@ -147,17 +152,57 @@ def sweep_points(grid: Sequence[str], points: Sequence[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*axes)]
 
 
-def plan_sweep(kind: str, config_file: str, overrides: Sequence[str], point_overrides: Sequence[Sequence[str]],
-               knobs: Knobs) -> list[RunPlan]:
-    """One run per point, named <base>_<i> (base: RUN_NAME, else the config's run name)."""
+_KEY_LABELS = (
+    lambda key: key.rsplit(".", 1)[-1].split("_")[0],  # training.mask_ratio -> mask
+    lambda key: key.rsplit(".", 1)[-1],  # data.max_val_events -> max_val_events
+    lambda key: key.replace(".", "-"),
+)
+
+
+def _key_labels(keys: Sequence[str]) -> dict[str, str]:
+    """Label of each swept key in a run name: the first of _KEY_LABELS that tells all `keys` apart."""
+    for label in _KEY_LABELS:
+        labels = {key: label(key) for key in keys}
+        if len(set(labels.values())) == len(labels):
+            return labels
+    return labels
+
+
+def _value_text(value: str) -> str:
+    """A value as a run-name part: brackets and quotes dropped, other characters outside [A-Za-z0-9.+-] as '-'."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", value.strip("[](){}'\" ")) or "none"
+
+
+def sweep_run_names(base: str, point_overrides: Sequence[Sequence[str]]) -> list[str]:
+    """Run names of a sweep's points by their values, e.g. <base>_lr3e-4_mask0.5; <base>_<index> for a point
+    whose name would be longer than MAX_RUN_NAME_LENGTH or the same as another point's."""
+    points = [[item.partition("=") for item in point] for point in point_overrides]
+    labels = _key_labels(list(dict.fromkeys(key.strip() for point in points for key, _, _ in point)))
+    names = ["_".join([base, *(f"{labels[key.strip()]}{_value_text(value)}" for key, _, value in point)])
+             for point in points]
+    return [name if len(name) <= MAX_RUN_NAME_LENGTH and names.count(name) == 1 else f"{base}_{index}"
+            for index, name in enumerate(names)]
+
+
+def plan_points(kind: str, config_file: str, overrides: Sequence[str], named_points: Sequence[tuple[str, Sequence[str]]],
+                knobs: Knobs, sweep: str) -> list[RunPlan]:
+    """One run per (run name, point overrides), each tagged mlflow.tags.sweep = `sweep`."""
     _refuse_resume_from(knobs, "sweep")
-    base = _load(kind, config_file, overrides, knobs.config_values).checkpoint.run_name
     plans = []
-    for index, point in enumerate(point_overrides):
+    for name, point in named_points:
         merged = (*overrides, *point)
-        cfg = _load(kind, config_file, merged, _named(knobs, f"{base}_{index}"))
+        cfg = _load(kind, config_file, merged, {**_named(knobs, name), f"mlflow.tags.{SWEEP_TAG}": sweep})
         plans.append(RunPlan(kind, cfg, config_file, merged))
     return plans
+
+
+def plan_sweep(kind: str, config_file: str, overrides: Sequence[str], point_overrides: Sequence[Sequence[str]],
+               knobs: Knobs) -> list[RunPlan]:
+    """One run per point, named by its values (sweep_run_names); the sweep is named by its base: RUN_NAME,
+    else the config's run name."""
+    base = _load(kind, config_file, overrides, knobs.config_values).checkpoint.run_name
+    names = sweep_run_names(base, point_overrides)
+    return plan_points(kind, config_file, overrides, list(zip(names, point_overrides)), knobs, base)
 
 
 def launch_spec(plan: RunPlan, options: JobOptions, entry: str | None = None) -> LaunchSpec:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Submit a sweep over one config as one job array: one run directory and MLflow run
-# per point, named <RUN_NAME or the config's run name>_<i>.
+# per point, named by its values (<RUN_NAME or the config's run name>_lr1e-4_mask0.5) and tagged
+# mlflow.tags.sweep = that name (python -m lib.study summary --sweep NAME tabulates them).
 #
 # Usage: ./jobs/run_sweep.sh [CONFIG] [--kind mae|reg|inp] --grid training.lr=1e-4,3e-4 [--grid ...]
 #        ./jobs/run_sweep.sh [CONFIG] --points 'training.lr=1e-4' 'training.lr=3e-4 training.mask_ratio=0.5'

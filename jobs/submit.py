@@ -30,7 +30,7 @@ from jobs.knobs import JobError, JobOptions, add_knob_flags, resolve_knobs
 from jobs.launch import LaunchSpec
 from jobs.predict_submit import add_predict_parser, run_predict
 from jobs.plans import (
-    DEFAULT_CONFIGS, RunPlan, launch_spec, plan_chain, plan_single, plan_sweep, sweep_points,
+    DEFAULT_CONFIGS, SWEEP_TAG, RunPlan, launch_spec, plan_chain, plan_single, plan_sweep, sweep_points,
 )
 from jobs.run_guard import claim_run_dirs, validate_plans
 from jobs.status import status_report, summary
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override of the regressor run")
     chain.add_argument("--inp-set", action="append", default=[], metavar="KEY=VALUE",
                        help="override of the inpainter run (with --second inpainter)")
-    sweep = commands.add_parser("sweep", parents=[common], help="one run per point, as one job array")
+    sweep = commands.add_parser("sweep", parents=[common],
+                                help="one run per point, as one job array (runs named by their values, tagged sweep)")
     sweep.add_argument("config", nargs="?", help="YAML config [env CONFIG; default: that of --kind]")
     sweep.add_argument("--kind", choices=sorted(DEFAULT_CONFIGS), default="mae", help="run kind (default mae)")
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
@@ -113,13 +114,13 @@ def _plans(args: argparse.Namespace, env: Mapping[str, str], knobs) -> list[RunP
 
 
 def _sweep_folder(plans: Sequence[RunPlan]) -> tuple[Path, str]:
-    """Logs folder and job name of a sweep's job array: <save_dir>/<base>_sweep/logs."""
-    base = plans[0].run_name.rsplit("_", 1)[0]
-    return plans[0].layout.run_dir.parent / f"{base}_sweep" / "logs", f"{base}_sweep"
+    """Logs folder and job name of a sweep's job array: <save_dir>/<sweep name>_sweep/logs."""
+    name = f"{plans[0].cfg.mlflow.tags[SWEEP_TAG]}_sweep"
+    return plans[0].layout.run_dir.parent / name / "logs", name
 
 
-def _submit(args: argparse.Namespace, plans: list[RunPlan], specs: list[LaunchSpec], executor: str,
-            options: JobOptions) -> int:
+def _submit(plans: list[RunPlan], specs: list[LaunchSpec], executor: str, options: JobOptions,
+            array: tuple[Path, str] | None) -> int:
     """Submit (or run locally), print what was submitted; wait and summarise when asked or local."""
     submitted: list[Submitted] = []
     with claim_run_dirs(plans, options.force):
@@ -127,9 +128,8 @@ def _submit(args: argparse.Namespace, plans: list[RunPlan], specs: list[LaunchSp
             for plan, spec in zip(plans, specs):
                 print(f"running {plan.kind} run {plan.run_name!r} locally; logs in {plan.layout.logs}", flush=True)
                 submitted.append(executors.run_local(plan, spec))
-        elif args.command == "sweep":
-            folder, job_name = _sweep_folder(plans)
-            submitted = executors.submit_slurm_array(plans, specs, folder, job_name)
+        elif array is not None:
+            submitted = executors.submit_slurm_array(plans, specs, *array)
         else:
             submitted = executors.submit_slurm(plans, specs)
     for item in submitted:
@@ -147,6 +147,19 @@ def _submit(args: argparse.Namespace, plans: list[RunPlan], specs: list[LaunchSp
     return 0 if all(item.plan.layout.done.exists() for item in submitted) else 1
 
 
+def submit(plans: list[RunPlan], options: JobOptions, entry: str | None = None, array: bool = False) -> int:
+    """Validate `plans`, then dry-run or submit them (one SLURM job array when `array`); returns the exit status."""
+    validate_plans(plans, options)
+    specs = [launch_spec(plan, options, entry) for plan in plans]
+    executor = executors.choose_executor(options.executor)
+    array_folder = _sweep_folder(plans) if array and executor == "slurm" else None
+    scripts = render_scripts(plans, specs, executor, array_folder)
+    if options.dry_run:
+        print(dry_run_report(plans, specs, executor, scripts, options))
+        return 0
+    return _submit(plans, specs, executor, options, array_folder)
+
+
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Resolve, validate, then dry-run or submit; returns the exit status."""
     if args.command == "status":
@@ -155,17 +168,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.command == "predict":
         return run_predict(args, env)
     knobs = resolve_knobs(vars(args), env)
-    options = knobs.options
-    plans = _plans(args, env, knobs)
-    validate_plans(plans, options)
-    specs = [launch_spec(plan, options, args.entry) for plan in plans]
-    executor = executors.choose_executor(options.executor)
-    array = _sweep_folder(plans) if args.command == "sweep" and executor == "slurm" else None
-    scripts = render_scripts(plans, specs, executor, array)
-    if options.dry_run:
-        print(dry_run_report(plans, specs, executor, scripts, options))
-        return 0
-    return _submit(args, plans, specs, executor, options)
+    return submit(_plans(args, env, knobs), knobs.options, args.entry, array=args.command == "sweep")
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

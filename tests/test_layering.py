@@ -7,9 +7,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["io", "config", "geometry", "normalization", ("data", "sim"), "models", ("losses", "tasks"), "engine",
-          "evaluation", "plots", "recipes"]
+          "evaluation", "plots", "recipes", "study"]
 """lib packages from the bottom up; a package may import only packages of lower layers (sim: a leaf used
-by tests and the demo, beside data)."""
+by tests and the demo, beside data; study: the studies on top of the job suite, beside the entry points)."""
 RANK = {name: rank for rank, layer in enumerate(LAYERS) for name in (layer if isinstance(layer, tuple) else (layer,))}
 IMPORT = re.compile(r"^\s*(?:from|import) lib\.(\w+)", re.M)
 

@@ -241,6 +241,9 @@ class MLflowConfig(Section):
     tracking_uri: str | None = None
     """None: $MLFLOW_TRACKING_URI, else sqlite:///<save_dir>/mlflow.db."""
     experiment: str = "xecmae"
+    tags: dict[str, str] = {}
+    """Tags given to the MLflow run when it is created, e.g. {sweep: lr_scan}; `jobs.submit sweep` sets `sweep`
+    (the sweep's name), `python -m lib.study labels` also `study`, `study_mode`, `study_events`, `study_seed`."""
     timeout_s: int = Field(5, ge=1, le=600)
     """Seconds one request to the tracking server may take (connect and read; MLflow's own retries are off).
     Tracking runs beside training and never holds it up, except at the end of a run for about this long when

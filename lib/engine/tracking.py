@@ -87,8 +87,8 @@ def _artifact_location(tracking_uri: str, save_dir: Path) -> str | None:
 def start_tracking(cfg: Any, config: Mapping[str, Any], resume_run_id: str | None, is_main: bool,
                    tags: Mapping[str, str] | None = None) -> Tracker:
     """Start tracking the run of `cfg` in the background: continue the MLflow run `resume_run_id` (else the one
-    the run directory recorded), else create one; either way with the `tags` (a seeded run's PARENT_RUN_TAG,
-    PARENT_CHECKPOINT_TAG and seed controls).
+    the run directory recorded), else create one; either way tagged with mlflow.tags and the `tags` (a seeded
+    run's PARENT_RUN_TAG, PARENT_CHECKPOINT_TAG and seed controls).
 
     Returns an inactive Tracker off rank 0 and when mlflow.enabled is false. Never blocks.
     """
@@ -102,7 +102,7 @@ def start_tracking(cfg: Any, config: Mapping[str, Any], resume_run_id: str | Non
     target = TrackingTarget(
         tracking_uri=tracking_uri, experiment=cfg.mlflow.experiment, run_name=cfg.checkpoint.run_name,
         artifact_location=_artifact_location(tracking_uri, save_dir), resume_run_id=resume_run_id,
-        tags=dict(tags or {}), timeout_s=cfg.mlflow.timeout_s,
+        tags={**cfg.mlflow.tags, **(tags or {})}, timeout_s=cfg.mlflow.timeout_s,
         run_dir=save_dir / cfg.checkpoint.run_name,
     )
     worker = TrackingWorker(target)

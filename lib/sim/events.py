@@ -33,6 +33,10 @@ every branch: docs/conventions.md.
 Detector effects: a fixed set of dead sensors per run (fraction dead_fraction)
 reads DEAD_VALUE (1e10) in npho and relative_time; a random fraction
 nan_fraction of the other entries reads NaN in both.
+Opt-in realism (off by default; config/sim/realistic.yaml turns it on): pile-up, a
+second gamma in a fraction pileup_fraction of the events whose light adds to the
+first's (the truth branches stay those of the first), and a light yield that
+changes linearly with z (light_yield_gradient).
 """
 from __future__ import annotations
 
@@ -118,6 +122,11 @@ class SimConfig(BaseModel):
                                      "the nominal positions and normals; see lib.geometry.sensor_table")
     dead_fraction: float = Field(0.01, ge=0, lt=0.5)
     nan_fraction: float = Field(1e-4, ge=0, lt=0.01)
+    pileup_fraction: float = Field(0.0, ge=0, le=1, description="fraction of events with a second gamma (pile-up) "
+                                   "of its own vertex, direction and energy; the truth stays that of the first")
+    pileup_window_ns: float = Field(20.0, ge=0, description="the second gamma comes uniformly within +- this time")
+    light_yield_gradient: float = Field(0.0, gt=-1, lt=1, description="position-dependent light yield: photons "
+                                        "per MeV x (1 + gradient x z / half the inner-face height), e.g. 0.2")
 
     @model_validator(mode="after")
     def _check(self) -> SimConfig:
@@ -170,8 +179,8 @@ def load_sim_config(path: str | Path | None, overrides: Mapping[str, Any] | None
     return validate_sim_config({**data, **(overrides or {})}, str(path) if path is not None else "defaults")
 
 
-def _sample_truth(cfg: SimConfig, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Per-event kinematics and deposits (float64; times in ns)."""
+def _sample_gamma(cfg: SimConfig, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Kinematics and point deposits (float64; times in ns) of one gamma per event."""
     energy = physics.sample_energies(cfg, n, rng)
     vertex = rng.normal(0.0, cfg.vertex_sigma_cm, (n, 3))
     direction = physics.sample_directions(cfg, n, rng)
@@ -186,6 +195,31 @@ def _sample_truth(cfg: SimConfig, n: int, rng: np.random.Generator) -> dict[str,
         "deposit_mev": np.where(physics.inside_volume(deposits), energy[:, None] / cfg.n_deposits, 0.0),
         "deposit_time": (flight[:, None] + offsets) / physics.SPEED_OF_LIGHT_CM_PER_NS,
     }
+
+
+def _add_pileup(cfg: SimConfig, truth: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+    """In place: the deposits of a second gamma, shifted in time by up to pileup_window_ns, appended to those of
+    the events drawn with probability pileup_fraction (zero energy elsewhere)."""
+    n = len(truth["energy"])
+    second = _sample_gamma(cfg, n, rng)
+    piled = rng.random(n) < cfg.pileup_fraction
+    shift = rng.uniform(-cfg.pileup_window_ns, cfg.pileup_window_ns, n)
+    truth["deposit_xyz"] = np.concatenate([truth["deposit_xyz"], second["deposit_xyz"]], axis=1)
+    truth["deposit_mev"] = np.concatenate([truth["deposit_mev"], second["deposit_mev"] * piled[:, None]], axis=1)
+    truth["deposit_time"] = np.concatenate([truth["deposit_time"], second["deposit_time"] + shift[:, None]], axis=1)
+
+
+def _sample_truth(cfg: SimConfig, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per-event kinematics of the (first) gamma and every deposit (float64; times in ns). deposit_mev is the
+    light-equivalent energy: scaled by the position-dependent light yield (light_yield_gradient)."""
+    truth = _sample_gamma(cfg, n, rng)
+    if cfg.pileup_fraction > 0:  # no extra random numbers otherwise: the default data set stays as it was
+        _add_pileup(cfg, truth, rng)
+    if cfg.light_yield_gradient != 0:
+        half_height = (physics.INNER_Z_RANGE[1] - physics.INNER_Z_RANGE[0]) / 2
+        truth["deposit_mev"] = truth["deposit_mev"] * (1 + cfg.light_yield_gradient
+                                                       * np.clip(truth["deposit_xyz"][..., 2] / half_height, -1, 1))
+    return truth
 
 
 def _earliest_reference(npho: np.ndarray, time_ns: np.ndarray, live: np.ndarray, min_npho: float) -> np.ndarray:

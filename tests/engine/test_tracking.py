@@ -192,11 +192,12 @@ def test_a_run_seeded_from_another_run_directory_gets_its_own_mlflow_run(tmp_pat
     tracking = {"enabled": True, "tracking_uri": uri}
     parent = _fit(toy_config(tmp_path, run_name="parent", mlflow=tracking, training={"epochs": 1}), resuming=False)
     seed = tmp_path / "parent" / "checkpoints" / "last.pt"
-    child = _fit(toy_config(tmp_path, run_name="child", mlflow=tracking, checkpoint={"resume_from": str(seed)}),
-                 resuming=True)
+    child = _fit(toy_config(tmp_path, run_name="child", mlflow={**tracking, "tags": {"sweep": "scan"}},
+                            checkpoint={"resume_from": str(seed)}), resuming=True)
     assert child["mlflow_run_id"] != parent["mlflow_run_id"]
     tags = _client(uri).get_run(child["mlflow_run_id"]).data.tags
     assert tags[PARENT_RUN_TAG] == parent["mlflow_run_id"] and tags[PARENT_CHECKPOINT_TAG] == str(seed.resolve())
+    assert tags["sweep"] == "scan"  # mlflow.tags beside the parent's
     assert _client(uri).get_run(parent["mlflow_run_id"]).info.status == "FINISHED"
     assert _logged_steps(_client(uri), parent["mlflow_run_id"])["step/loss"] == [2, 4]
 

@@ -147,13 +147,13 @@ def test_sweep_of_three_points_is_one_array_job(slurm_workspace):
                  "--points", "training.epochs=2", "training.epochs=3", "training.epochs=4"],
                 {"EXECUTOR": "slurm", "CPU_PROCS": "1", "RUN_NAME": "sw"})
     assert code == 0
-    job_ids = [records(runs / f"sw_{i}")[0]["job_id"] for i in range(3)]
+    job_ids = [records(runs / f"sw_epochs{epochs}")[0]["job_id"] for epochs in (2, 3, 4)]
     array_ids = {job_id.split("_")[0] for job_id in job_ids}
     assert len(array_ids) == 1 and [job_id.split("_")[1] for job_id in job_ids] == ["0", "1", "2"]
     for index, job_id in enumerate(job_ids):
-        run_dir = runs / f"sw_{index}"
+        run_dir = runs / f"sw_epochs{index + 2}"
         assert (run_dir / "DONE").exists()
         assert json.loads((run_dir / "training_history.json").read_text())[-1]["global_step"] == index + 2
         assert (run_dir / "logs" / f"{job_id}_0_log.out").resolve().is_file()
     assert sorted(path.name for path in runs.iterdir() if path.name.startswith("sw_")) == [
-        "sw_0", "sw_1", "sw_2", "sw_sweep"]
+        "sw_epochs2", "sw_epochs3", "sw_epochs4", "sw_sweep"]

@@ -179,12 +179,27 @@ def test_status_reports_jobs_logs_and_artifacts(workspace, submit):
     assert code == 2 and "no run directory" in err
 
 
-def test_local_sweep_makes_one_run_per_point(workspace, submit):
-    code, _, _ = submit(["sweep", workspace["mae"], "--entry", STANDIN, "--grid", "training.epochs=2,4"],
-                      {"RUN_NAME": "sw"})
+def test_local_sweep_names_its_runs_by_their_values_and_tags_them(workspace, submit):
+    code, _, _ = submit(["sweep", workspace["mae"], "--entry", STANDIN, "--grid", "training.epochs=2,4",
+                         "--grid", "training.lr=3e-4"], {"RUN_NAME": "sw"})
     assert code == 0
-    for index, epochs in enumerate((2, 4)):
-        run_dir = workspace["runs"] / f"sw_{index}"
-        assert yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["epochs"] == epochs
+    for epochs in (2, 4):
+        run_dir = workspace["runs"] / f"sw_epochs{epochs}_lr3e-4"
+        resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert resolved["training"]["epochs"] == epochs and resolved["mlflow"]["tags"] == {"sweep": "sw"}
         assert json.loads((run_dir / "training_history.json").read_text())[-1]["global_step"] == epochs
-    assert sorted(os.listdir(workspace["runs"])) == ["sw_0", "sw_1"]
+    assert sorted(os.listdir(workspace["runs"])) == ["sw_epochs2_lr3e-4", "sw_epochs4_lr3e-4"]
+
+
+@pytest.mark.parametrize("points, names", [
+    ([["training.lr=3e-4", "training.mask_ratio=0.5"], ["training.lr=1e-3", "training.mask_ratio=0.75"]],
+     ["b_lr3e-4_mask0.5", "b_lr1e-3_mask0.75"]),
+    ([["data.max_events=10"], ["data.max_val_events=5"]], ["b_max_events10", "b_max_val_events5"]),
+    ([["model.face_widths=[8, 16]"], ["training.lr=-1"]], ["b_face8-16", "b_lr-1"]),
+    ([["training.seed=1"], ["training.seed=1"]], ["b_0", "b_1"]),
+    ([["model.pretrained_encoder=" + "/a" * 50], ["training.seed=2"]], ["b_0", "b_seed2"]),
+])
+def test_sweep_run_names_by_values_with_the_index_as_fallback(points, names):
+    from jobs.plans import sweep_run_names
+
+    assert sweep_run_names("b", points) == names

@@ -281,3 +281,33 @@ def test_cli_input_errors_are_one_line(tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert ("sim.yaml: invalid YAML at line 2" if case == "bad yaml" else "Not a directory") in err
+
+
+def _total_light(events: dict[str, np.ndarray]) -> np.ndarray:
+    return np.where(_live(events), events["npho"], 0.0).sum(axis=1)
+
+
+def test_pileup_adds_a_second_gammas_light_to_a_fraction_of_the_events(events):
+    piled = simulate_events(SimConfig(pileup_fraction=0.3), N_EVENTS, np.random.default_rng(123))
+    for key in ("energyTruth", "uvwTruth", "emiVec", "xyzVTX"):  # the truth stays the first gamma's
+        np.testing.assert_array_equal(piled[key], events[key], err_msg=key)
+    ratio = _total_light(piled) / _total_light(events)
+    assert np.all(ratio > 0.9)
+    assert abs(np.mean(ratio > 1.15) - 0.3) < 0.08  # a second gamma of >= 15 MeV adds >= ~25 % light
+    assert abs(np.median(ratio) - 1) < 0.05
+
+
+def test_light_yield_gradient_makes_the_light_per_mev_depend_on_z(events):
+    graded = simulate_events(SimConfig(light_yield_gradient=0.2), N_EVENTS, np.random.default_rng(123))
+    np.testing.assert_array_equal(graded["uvwTruth"], events["uvwTruth"])
+    ratio = _total_light(graded) / _total_light(events)
+    z = events["xyzTruth"][:, 2]
+    slope = np.polyfit(z / np.abs(z).max(), ratio, 1)[0]
+    assert 0.1 < slope < 0.3  # 1 + 0.2 z / half-height, the showers spread a little along z
+
+
+def test_realistic_config_turns_the_realism_on_and_the_demo_keeps_it_off():
+    configs = Path(__file__).parents[2] / "config" / "sim"
+    realistic, demo = (load_sim_config(configs / f"{name}.yaml") for name in ("realistic", "demo"))
+    assert realistic.pileup_fraction > 0 and realistic.light_yield_gradient != 0
+    assert demo.pileup_fraction == 0 and demo.light_yield_gradient == 0

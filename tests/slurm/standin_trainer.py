@@ -4,8 +4,9 @@
 contract: run directory from checkpoint.save_dir / run_name, training.epochs steps of
 STANDIN_STEP_S seconds, checkpoints/last.pt (JSON, written atomically) after every step and
 resumed from, SIGUSR1 / SIGTERM -> write last.pt and exit 75, success: training_history.json
-(and encoder_best.pt for an MAE config), then the DONE marker, and exit 0. Every start appends
-the step it starts from to starts.txt. Under torchrun (RANK set) only rank 0 writes files.
+(and encoder_best.pt for an MAE config, metrics.json for a regressor config: E_rel_w68_pct = 100 /
+sqrt(data.max_events), x 0.8 with a pretrained encoder, + 0.1 x (training.seed mod 10)), then the DONE
+marker, and exit 0. Every start appends the step it starts from to starts.txt. Under torchrun (RANK set) only rank 0 writes files.
 
 Faults on request: STANDIN_FAIL=1 exits 3; STANDIN_STOP_S=S takes S seconds between a signal
 and writing last.pt (a slow checkpoint); STANDIN_IGNORE_SIGNALS=1 installs no handler (a
@@ -68,6 +69,11 @@ def main() -> int:
                           json.dumps([{"epoch": total, "global_step": step, "val/loss": 0.5}]))
         if "tasks" not in cfg:
             atomic_write_text(run_dir / "encoder_best.pt", "encoder")
+        else:  # a regressor's final evaluation; the resolution falls with data.max_events
+            pretrained = 0.8 if cfg["model"].get("pretrained_encoder") else 1.0
+            width = 100.0 * pretrained / (cfg["data"].get("max_events") or 100) ** 0.5 + 0.1 * (cfg["training"]["seed"] % 10)
+            atomic_write_text(run_dir / "metrics.json", json.dumps({
+                "regressor": {"E_rel_w68_pct": width}, "baseline": {"E_rel_w68_pct": 5.0}, "events": {"all": 8}}))
         atomic_write_text(run_dir / "train.log", f"standin trained {step} steps\n")
         write_done_marker(run_dir)
     return 0
