@@ -23,13 +23,13 @@ from lib.config import InpainterConfig, load_resolved
 from lib.data.build import build_loader
 from lib.data.dead_channels import read_dead_channels
 from lib.data.stream import RAW_INPUTS, TIME_WEIGHT
-from lib.engine import CheckpointError, StepOutput, evaluation_weights
+from lib.engine import CheckpointError, evaluation_weights
 from lib.engine.distributed import DistInfo
 from lib.evaluation.units import physical_predictions
 from lib.models.inpainter import XECInpainter
 from lib.models.masking import EventSeededNoise, inpainting_mask
 from lib.recipes.masked_sensors import compare_with_baselines, report_masked_sensors
-from lib.recipes.pretrain import predict_batches, reconstruction_loss, validation_noise, weights_for_predictions
+from lib.recipes.pretrain import MaskedSensorTask, predict_batches, reconstruction_loss, weights_for_predictions
 from lib.recipes.transfer import load_pretrained_encoder, write_transfer_report
 
 log = logging.getLogger(__name__)
@@ -68,23 +68,11 @@ class InpainterModel(nn.Module):
         return loss, metrics, {"pred": pred, "mask": mask}
 
 
-class InpaintTask:
+class InpaintTask(MaskedSensorTask):
     """Engine task of inpainter training; best.pt / last.pt hold the inpainter (see load_inpainter)."""
-
-    monitor = "total_loss"
 
     def __init__(self, cfg: InpainterConfig, transfer_report: dict[str, Any] | None) -> None:
         self.cfg, self.transfer_report = cfg, transfer_report
-
-    def training_step(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> StepOutput:
-        """Masked-sensor loss of one batch."""
-        loss, metrics, _ = model(batch)
-        return StepOutput(loss, metrics, batch["x"].shape[0])
-
-    def validation_step(self, model: nn.Module, batch: dict[str, Tensor]) -> StepOutput:
-        """Same loss on a validation batch, each event with its fixed mask (pretrain.validation_noise)."""
-        loss, metrics, _ = model(batch, validation_noise(batch))
-        return StepOutput(loss, metrics, batch["x"].shape[0])
 
     def export(self, model: nn.Module, run_dir: Path, tag: str) -> None:
         """Nothing beyond best.pt / last.pt, which load_inpainter reads."""

@@ -73,16 +73,14 @@ def validation_noise(batch: dict[str, Tensor]) -> EventSeededNoise:
     return EventSeededNoise(torch.tensor([zlib.crc32(row.tobytes()) for row in rows]))
 
 
-class PretrainTask:
-    """Engine task of MAE pretraining; exports the encoder as encoder_<tag>.pt."""
+class MaskedSensorTask:
+    """The training and validation steps of a model that predicts masked sensors (the MAE, the inpainter):
+    model(batch[, noise]) returns (loss, metrics, predictions)."""
 
     monitor = "total_loss"
 
-    def __init__(self, cfg: MAEConfig) -> None:
-        self.cfg = cfg
-
     def training_step(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> StepOutput:
-        """Masked reconstruction loss of one batch."""
+        """Masked-sensor loss of one batch."""
         loss, metrics, _ = model(batch)
         return StepOutput(loss, metrics, batch["x"].shape[0])
 
@@ -90,6 +88,13 @@ class PretrainTask:
         """Same loss on a validation batch, each event with its fixed mask (`validation_noise`)."""
         loss, metrics, _ = model(batch, validation_noise(batch))
         return StepOutput(loss, metrics, batch["x"].shape[0])
+
+
+class PretrainTask(MaskedSensorTask):
+    """Engine task of MAE pretraining; exports the encoder as encoder_<tag>.pt."""
+
+    def __init__(self, cfg: MAEConfig) -> None:
+        self.cfg = cfg
 
     def export(self, model: nn.Module, run_dir: Path, tag: str) -> None:
         """Write encoder_<tag>.pt: encoder weights + the model and normalization config."""
