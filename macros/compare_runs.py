@@ -26,17 +26,26 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
     """Flat {metric: value} of one run directory."""
     metrics_file, history_file = run_dir / METRICS_NAME, run_dir / HISTORY_NAME
     if metrics_file.is_file():
-        sections = json.loads(metrics_file.read_text(encoding="utf-8"))
-        flat: dict[str, float] = {}
-        for section, values in sections.items():
-            flat.update({f"{section}/{k}": v for k, v in values.items()} if isinstance(values, dict) else {section: values})
-        return flat
+        return _scalars(json.loads(metrics_file.read_text(encoding="utf-8")))
     if history_file.is_file():
         records = json.loads(history_file.read_text(encoding="utf-8"))
         if not records:
             raise ValueError(f"run {run_dir}: {HISTORY_NAME} holds no epochs yet")
         return dict(records[-1])
     raise FileNotFoundError(f"run {run_dir}: neither {METRICS_NAME} nor {HISTORY_NAME} found; is it a run directory?")
+
+
+def _scalars(tree: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested metrics.json as {"section/key/...": value}; lists (e.g. per-bin points) and
+    texts are left out, so a table row is always one number."""
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_scalars(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = value
+    return flat
 
 
 def _cell(value) -> str:

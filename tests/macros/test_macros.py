@@ -82,7 +82,9 @@ def test_event_display_with_mae_predictions(tmp_path):
 def test_compare_runs_table(tmp_path):
     (tmp_path / "pretrained").mkdir()
     (tmp_path / "pretrained" / "metrics.json").write_text(
-        json.dumps({"regressor": {"E_w68": 0.00123}, "baseline": {"E_w68": 0.005}}))
+        json.dumps({"regressor": {"E_w68": 0.00123}, "baseline": {"E_w68": 0.005},
+                    "energy_resolution": {"all": {"regressor": {"fit": {"b": 0.0066}, "points": [[0.02, 0.01]]}}},
+                    "note": "text"}))
     (tmp_path / "scratch").mkdir()
     (tmp_path / "scratch" / "training_history.json").write_text(
         json.dumps([{"epoch": 1, "val/E_w68": 0.01}, {"epoch": 2, "val/E_w68": 0.00456}]))
@@ -95,6 +97,8 @@ def test_compare_runs_table(tmp_path):
     assert rows["regressor/E_w68"] == ["0.00123", "-"]
     assert rows["baseline/E_w68"] == ["0.005", "-"]
     assert rows["val/E_w68"] == ["-", "0.00456"]
+    assert rows["energy_resolution/all/regressor/fit/b"] == ["0.0066", "-"]
+    assert not [name for name in rows if "points" in name or name == "note"], rows  # one number per row
 
 
 def test_missing_file_exits_nonzero_with_a_message_and_no_traceback(tmp_path):
