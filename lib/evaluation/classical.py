@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from lib import geometry
-from lib.config.schema import BaselineConfig
+from lib.config.evaluation_schema import BaselineConfig
 from lib.geometry.coordinates import uvw_from_xyz
 from lib.geometry.sensors import INNER_RADIUS
 from lib.tasks.metrics import half_width_68

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lib.config.schema import FiducialConfig
+from lib.config.evaluation_schema import FiducialConfig
 from lib.tasks import valid_rows
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib.config.schema import FiducialConfig
+from lib.config.evaluation_schema import FiducialConfig
 from lib.data.branches import MC_TRUTH_BRANCHES, is_real_data, reconstruction_branches
 from lib.data.stream import RAW_INPUTS
 from lib.evaluation.calibration import calibration_metrics

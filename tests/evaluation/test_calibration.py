@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lib.config.schema import FiducialConfig
+from lib.config.evaluation_schema import FiducialConfig
 from lib.evaluation.calibration import calibration_summary, observed_coverage
 from lib.evaluation.inference import quoted_metrics
 from lib.tasks import build_tasks, parse_tasks

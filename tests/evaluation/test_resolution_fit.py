@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lib.config.schema import EvaluationConfig, ResolutionEstimator
+from lib.config.evaluation_schema import EvaluationConfig, ResolutionEstimator
 from lib.evaluation.resolution_estimators import ESTIMATORS, gaussian_core_sigma, sigma_eff, width_with_error
 from lib.evaluation.resolution_fit import (
     binned_relative_resolution, energy_resolution_report, fit_resolution, relative_resolution, report_summary,
